@@ -408,6 +408,8 @@ class TrackingConfig:
     """Log MLflow system metrics (CPU, memory, GPU)."""
     parent_run_id: Optional[str] = None
     """Set by the sweep: child runs are nested under this run."""
+    run_id: Optional[str] = None
+    """Set by the sweep: log into this existing (child) run instead of creating one."""
 
 
 @dataclass(frozen=True)

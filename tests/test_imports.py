@@ -23,7 +23,7 @@ LAYERS = [
     {"data", "objectives", "sampling", "tracking", "metrics"},
     {"train"},
     {"launch", "evaluate", "report"},
-    {"sweep"},
+    {"sweep", "search"},
     {"cli"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}

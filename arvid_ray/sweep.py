@@ -1,0 +1,319 @@
+"""The sweep: Ray Tune + Optuna over full training runs, cost versus quality in MLflow.
+
+Design trade-off (Ray 2.60 Train V2): a Tune trial is a *driver function* that builds and fits its own
+`TorchTrainer`; workers report through Ray's `TuneReportCallback`. All end-of-trial work (final
+evaluation) therefore happens on rank 0 before the last report — code after `fit()` may never run when
+ASHA stops a trial. The sweep owns the MLflow parent run and creates each trial's child run in the
+driver (so a failed or stopped trial still has a run, ended by a Tune callback), and the workers log
+into that run by id. Single-objective mode minimises quality with ASHA on validation CE;
+multi-objective mode runs NSGA-II on (quality, cost) and reports the Pareto front.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arvid_ray.config import ConfigError, ExperimentConfig
+from arvid_ray.search import ROLE_KEY, DefineByRun, pareto_front, parse_space, trial_overrides
+
+log = logging.getLogger(__name__)
+
+TRIAL_TAG = "arvid.trial_id"
+SWEEP_TAG = "arvid.sweep"
+ROLE_TAG = "arvid.role"
+DRIVER_CPUS = 0.25  # the driver function only waits on its TorchTrainer
+
+
+@dataclass
+class TrialSummary:
+    trial_id: str
+    role: str
+    status: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    name: str
+    quality_key: str
+    cost_key: str
+    trials: list[TrialSummary] = field(default_factory=list)
+    pareto: list[str] = field(default_factory=list)  # trial ids on the (quality, cost) front
+    parent_run_id: str | None = None
+    tracking_uri: str | None = None
+    experiment_path: str = ""
+
+    def best(self, k: int = 3) -> list[TrialSummary]:
+        done = [t for t in self.trials if math.isfinite(t.metrics.get(self.quality_key, math.nan))]
+        return sorted(done, key=lambda t: t.metrics[self.quality_key])[:k]
+
+
+# ------------------------------------------------------------------------------------------ MLflow
+def tracking_uri(cfg: ExperimentConfig) -> str:
+    """Absolute tracking URI (Ray workers change directory, so never a relative sqlite path)."""
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{cfg.experiment.workdir_path() / 'mlruns.db'}"
+    return uri
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _experiment_id(client, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else client.create_experiment(name)
+
+
+def _child_run(uri: str, experiment: str, parent_id: str, sweep: str, trial_id: str, role: str) -> str:
+    """Find (after a retry or restore) or create the child run of one trial."""
+    client = _client(uri)
+    exp_id = _experiment_id(client, experiment)
+    found = client.search_runs(
+        [exp_id], filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_id}'"
+    )
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(
+        exp_id,
+        run_name=f"{sweep}-{trial_id}",
+        tags={"mlflow.parentRunId": parent_id, TRIAL_TAG: trial_id, SWEEP_TAG: sweep, ROLE_TAG: role},
+    )
+    return run.info.run_id
+
+
+# ------------------------------------------------------------------------------------------ trials
+def _trial_driver(params: dict[str, Any], *, base: dict[str, Any], parent_run_id: str, uri: str) -> None:
+    """One Tune trial = one Ray Train run of the trial's config."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from arvid_ray.launch import build_trainer
+
+    trial_id = tune.get_context().get_trial_id()
+    base_cfg = ExperimentConfig.from_dict(base)
+    role = params.get(ROLE_KEY, "search")
+    run_id = _child_run(uri, base_cfg.experiment.name, parent_run_id, base_cfg.sweep.name, trial_id, role)
+    try:
+        cfg = ExperimentConfig.from_flat(trial_overrides(params), base=base_cfg)
+    except ConfigError as exc:  # a proposal the config refuses: a failed trial, not a failed sweep
+        client = _client(uri)
+        client.set_tag(run_id, "arvid.error", str(exc)[:4000])
+        client.set_terminated(run_id, status="FAILED")
+        raise
+    cfg = cfg.replace(**{
+        "tracking.uri": uri, "tracking.run_id": run_id, "tracking.parent_run_id": parent_run_id,
+        "train.run_name": f"{cfg.sweep.name}-{trial_id}",
+    })
+    build_trainer(cfg, callbacks=[TuneReportCallback()]).fit()
+
+
+def _end_child_runs_callback(uri: str, parent_run_id: str):
+    from ray.tune import Callback
+
+    class EndChildRuns(Callback):
+        """Terminate each trial's child run: ASHA-stopped trials would otherwise stay RUNNING forever."""
+
+        def _end(self, trial, status: str) -> None:
+            client = _client(uri)
+            runs = client.search_runs(
+                [client.get_run(parent_run_id).info.experiment_id],
+                filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'",
+            )
+            for run in runs:
+                if run.info.status == "RUNNING":
+                    client.set_terminated(run.info.run_id, status=status)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._end(trial, "FINISHED")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._end(trial, "FAILED")
+
+    return EndChildRuns()
+
+
+# ------------------------------------------------------------------------------------------ Tune
+def _searcher(cfg: ExperimentConfig, space: DefineByRun):
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FinalMetricOptuna(OptunaSearch):
+        """Quality exists only after the final evaluation; skip intermediate results without it."""
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if isinstance(self.metric, str) and self.metric in result:
+                super().on_trial_result(trial_id, result)
+
+    sw = cfg.sweep
+    if sw.mode == "multi":
+        import optuna
+
+        sampler = optuna.samplers.NSGAIISampler(seed=sw.seed, population_size=max(4, min(50, sw.num_samples)))
+        return FinalMetricOptuna(space, metric=[sw.metric, sw.cost_metric], mode=["min", "min"], sampler=sampler)
+    return FinalMetricOptuna(space, metric=sw.metric, mode="min", seed=sw.seed)
+
+
+def _scheduler(cfg: ExperimentConfig):
+    if cfg.sweep.mode != "single":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        metric="eval/val_ce", mode="min", time_attr="step", max_t=cfg.train.steps,
+        grace_period=min(cfg.sweep.asha_grace_steps, cfg.train.steps), reduction_factor=2,
+    )
+
+
+def max_concurrent_trials(cfg: ExperimentConfig) -> int:
+    """Trials that fit the cluster at once: GPUs per trial on GPU clusters, else CPUs per trial."""
+    if cfg.sweep.max_concurrent_trials:
+        return cfg.sweep.max_concurrent_trials
+    import ray
+
+    res = ray.cluster_resources()
+    workers = max(1, cfg.train.num_workers)
+    if cfg.train.use_gpu:
+        return max(1, int(res.get("GPU", 0) // workers))
+    per_trial = DRIVER_CPUS + workers * cfg.train.cpus_per_worker
+    data_reserve = 1.0  # Ray Data needs CPUs of its own or it starves (RAY_NOTES.md)
+    return max(1, int((res.get("CPU", 1) - data_reserve) // per_trial))
+
+
+def _progress_reporter():
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        metric_columns={"step": "step", "train/loss": "loss", "train/tokens_per_s": "tok/s",
+                        "progress/eta_s": "eta s", "eval/val_ce": "val ce", "cost/gpu_hours": "acc-h"},
+        max_report_frequency=30,
+    )
+
+
+def _tuner(cfg: ExperimentConfig, storage: str, parent_run_id: str, uri: str, restore: bool):
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial_driver, base=cfg.to_dict(), parent_run_id=parent_run_id, uri=uri),
+        {"cpu": DRIVER_CPUS},
+    )
+    path = f"{storage.rstrip('/')}/{cfg.sweep.name}"
+    if restore and tune.Tuner.can_restore(path):
+        log.info("restoring interrupted sweep from %s", path)
+        return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False), path
+    space = DefineByRun(parse_space(cfg.sweep.search_space, cfg), cfg.sweep.include_baseline,
+                        {"objective.kind": "full"})
+    tune_config = tune.TuneConfig(
+        search_alg=_searcher(cfg, space), scheduler=_scheduler(cfg),
+        num_samples=cfg.sweep.num_samples + int(cfg.sweep.include_baseline),
+        max_concurrent_trials=max_concurrent_trials(cfg),
+        time_budget_s=cfg.sweep.time_budget_s or None,
+    )
+    run_config = tune.RunConfig(
+        name=cfg.sweep.name, storage_path=storage,
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        callbacks=[_end_child_runs_callback(uri, parent_run_id)],
+        progress_reporter=_progress_reporter(), verbose=1,
+    )
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config), path
+
+
+def _summaries(grid, cfg: ExperimentConfig) -> list[TrialSummary]:
+    out = []
+    for res in grid:
+        params = dict(res.config or {})
+        metrics = {k: float(v) for k, v in (res.metrics or {}).items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        trial_id = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
+        status = "ERROR" if res.error else "TERMINATED"
+        out.append(TrialSummary(trial_id=trial_id, role=str(params.get(ROLE_KEY, "search")), status=status,
+                                params=trial_overrides(params), metrics=metrics,
+                                error=str(res.error).splitlines()[0][:300] if res.error else None))
+    return out
+
+
+def _parent_run(cfg: ExperimentConfig, uri: str, restore: bool) -> str:
+    client = _client(uri)
+    exp_id = _experiment_id(client, cfg.experiment.name)
+    if restore:
+        found = client.search_runs([exp_id], filter_string=(
+            f"tags.`{SWEEP_TAG}` = '{cfg.sweep.name}' and tags.`{ROLE_TAG}` = 'parent'"),
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if found:
+            return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=cfg.sweep.name, tags={SWEEP_TAG: cfg.sweep.name, ROLE_TAG: "parent"})
+    for key, value in cfg.to_flat().items():
+        client.log_param(run.info.run_id, key, str(value)[:6000])
+    return run.info.run_id
+
+
+def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore: bool = True) -> SweepResult:
+    """Run (or resume) the sweep described by ``cfg.sweep`` on the connected Ray cluster."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    parse_space(cfg.sweep.search_space, cfg)  # fail before any trial starts
+    uri = tracking_uri(cfg)
+    storage = storage_path or cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
+    parent = _parent_run(cfg, uri, restore)
+    tuner, path = _tuner(cfg, storage, parent, uri, restore)
+    grid = tuner.fit()
+    result = SweepResult(name=cfg.sweep.name, quality_key=cfg.sweep.metric, cost_key=cfg.sweep.cost_metric,
+                         trials=_summaries(grid, cfg), parent_run_id=parent, tracking_uri=uri, experiment_path=path)
+    done = [t for t in result.trials if t.status != "ERROR"]
+    points = [(t.metrics.get(result.quality_key, math.nan), t.metrics.get(result.cost_key, math.nan)) for t in done]
+    result.pareto = [done[i].trial_id for i in pareto_front(points)]
+    _log_report(cfg, result)
+    return result
+
+
+def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
+    from arvid_ray.report import sweep_report
+
+    out = cfg.experiment.workdir_path() / "reports" / cfg.sweep.name
+    out.mkdir(parents=True, exist_ok=True)
+    files = sweep_report(result, out)
+    client = _client(result.tracking_uri)
+    for path in files:
+        sub = path.parent.relative_to(out).as_posix()
+        client.log_artifact(result.parent_run_id, str(path), artifact_path=None if sub == "." else sub)
+    best = result.best(1)
+    if best:
+        client.log_metric(result.parent_run_id, f"best/{result.quality_key}", best[0].metrics[result.quality_key])
+    client.log_metric(result.parent_run_id, "sweep/num_failed", sum(t.status == "ERROR" for t in result.trials))
+    client.set_terminated(result.parent_run_id, status="FINISHED")
+
+
+def prepare_inputs(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Materialise the built-in dataset and its token cache once, so trials skip decode and encode."""
+    if cfg.data.tokens_path:
+        return cfg
+    from arvid_ray.data import videos_path
+    from arvid_ray.tokens import write_token_cache
+
+    videos = videos_path(cfg)
+    cfg = cfg.replace(**{"data.source": videos})
+    key = f"{cfg.tokenizer.name.replace('/', '_')}-{cfg.data.resolution}px-{cfg.data.num_frames}f"
+    out = Path(videos).parent / f"tokens-{key}"
+    cache = write_token_cache(cfg, str(out))
+    return cfg.replace(**{"data.tokens_path": str(cache)})
+
+
+def fresh_sweep_name(cfg: ExperimentConfig, storage: str) -> ExperimentConfig:
+    """A new sweep never silently resumes an old one: suffix the name if its directory exists."""
+    base, n = cfg.sweep.name, 1
+    name = base
+    while Path(storage, name).exists():
+        n += 1
+        name = f"{base}-{n}"
+    return cfg.replace(**{"sweep.name": name}) if name != base else cfg
