@@ -2,7 +2,7 @@
 
     python experiments/tune_window.py                 # local Ray, built-in synthetic data (<= 15 min, 2 cores)
     python experiments/tune_window.py --smoke-test    # <= 3 min, what CI runs
-    python experiments/tune_window.py --config experiments/configs/sweeps/ucf101.yaml   # real data
+    python experiments/tune_window.py --config experiments/configs/ucf101.yaml            # real data
     RAY_ADDRESS=ray://head:10001 python experiments/tune_window.py --config ...        # a cluster
     python experiments/tune_window.py --resume sweep.name=tune-window                 # finish an interrupted sweep
 

@@ -1,0 +1,412 @@
+"""Every file under cluster/ is checked against the schema of the tool that will read it.
+
+Launcher YAMLs: Ray's own `ray/autoscaler/ray-schema.json` and Ray's config preparation; AWS node configs
+also against botocore's EC2 RunInstances model (the launcher passes them to boto3 verbatim). KubeRay
+manifests: the RayCluster/RayJob CRD openAPIV3Schema vendored in tests/data/crds (see SOURCE.md there).
+Schema validation lets unknown keys through (node_config is free-form, CRDs prune silently), so each
+check also walks the file and requires every key it sets to be a known property. The head start command
+is run for real: the MLflow server it starts must answer on 127.0.0.1 and on the head's private address
+and store artifacts in S3 (a moto server here).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = ROOT / "cluster"
+CRDS = Path(__file__).resolve().parent / "data" / "crds"
+LAUNCHERS = ["aws.yaml", "gcp.yaml"]
+KUBERAY = {"raycluster.yaml": "ray.io_rayclusters.yaml", "rayjob.yaml": "ray.io_rayjobs.yaml"}
+ENTRY = "experiments/tune_window.py"
+IMAGE_ROOT = "/home/ray/arvid-ray/"  # where cluster/Dockerfile puts the repository
+K8S_METADATA = {"name", "namespace", "labels", "annotations", "generateName"}
+
+
+def _load(path: Path):
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _ray_schema() -> dict:
+    spec = importlib.util.find_spec("ray")  # locate the installed Ray without importing it
+    assert spec and spec.submodule_search_locations, "ray is not installed"
+    return json.loads((Path(spec.submodule_search_locations[0]) / "autoscaler" / "ray-schema.json").read_text())
+
+
+@functools.cache
+def _crd_schema(name: str) -> dict:
+    crd = _load(CRDS / name)
+    (version,) = [v for v in crd["spec"]["versions"] if v.get("storage")]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def unknown_keys(node, schema: dict, path: str = "") -> list[str]:
+    """Dotted paths of keys in ``node`` that an OpenAPI/JSON schema does not declare."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties")
+        if props is None and not isinstance(extra, dict):
+            return found  # a free-form object (e.g. a CRD's metadata or preserve-unknown-fields)
+        for key, value in node.items():
+            if props is not None and key in props:
+                found += unknown_keys(value, props[key], f"{path}.{key}")
+            elif isinstance(extra, dict):
+                found += unknown_keys(value, extra, f"{path}.{key}")
+            else:
+                found.append(f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            found += unknown_keys(item, schema.get("items", {}), f"{path}[{i}]")
+    return found
+
+
+def unknown_boto_keys(node, shape, path: str = "") -> list[str]:
+    """Keys (and enum values) in ``node`` that a botocore input shape rejects."""
+    found: list[str] = []
+    if shape.type_name == "structure":
+        if not isinstance(node, dict):
+            return [f"{path} (expected a mapping)"]
+        for key, value in node.items():
+            if key not in shape.members:
+                found.append(f"{path}.{key}")
+            else:
+                found += unknown_boto_keys(value, shape.members[key], f"{path}.{key}")
+    elif shape.type_name == "list":
+        for i, item in enumerate(node if isinstance(node, list) else [node]):
+            found += unknown_boto_keys(item, shape.member, f"{path}[{i}]")
+    elif shape.type_name == "string" and shape.enum and node not in shape.enum:
+        found.append(f"{path}={node!r} (allowed: {', '.join(shape.enum)})")
+    return found
+
+
+def _launcher_problems(cfg: dict) -> list[str]:
+    """Schema errors plus keys the schema would let through: provider keys and AWS node_config keys."""
+    import jsonschema
+
+    schema = _ray_schema()
+    problems = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(cfg)]
+    known_provider = set(schema["properties"]["provider"]["properties"])
+    problems += [f"provider.{k}" for k in cfg.get("provider", {}) if k not in known_provider]
+    if cfg.get("provider", {}).get("type") == "aws":
+        import botocore.session
+
+        run_instances = botocore.session.get_session().get_service_model("ec2").operation_model("RunInstances")
+        for name, node_type in cfg.get("available_node_types", {}).items():
+            problems += unknown_boto_keys(node_type.get("node_config", {}), run_instances.input_shape,
+                                          f"available_node_types.{name}.node_config")
+    return problems
+
+
+def _kuberay_problems(manifest: dict, crd: str) -> list[str]:
+    import jsonschema
+
+    schema = _crd_schema(crd)
+    problems = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(manifest)]
+    problems += unknown_keys({k: v for k, v in manifest.items() if k != "metadata"}, schema)
+    problems += [f".metadata.{k}" for k in manifest.get("metadata", {}) if k not in K8S_METADATA]
+    return problems
+
+
+def _commands(cfg: dict, key: str) -> str:
+    return "\n".join(cfg.get(key, []))
+
+
+# ------------------------------------------------------------------------------------- launcher
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_yaml_is_valid_for_ray(name):
+    cfg = _load(CLUSTER / name)
+    assert _launcher_problems(cfg) == []
+    # Ray's own preparation (defaults merged, node types cross-checked), as `ray up` does before any cloud call.
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(cfg))
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_misspelled_keys_are_caught(name):
+    cfg = _load(CLUSTER / name)
+    cfg["provider"]["availabilty_zone"] = cfg["provider"].pop("availability_zone")  # typo: passes the schema
+    problems = _launcher_problems(cfg)
+    assert "provider.availabilty_zone" in problems
+    if cfg["provider"]["type"] == "aws":
+        node = cfg["available_node_types"]["gpu_a10g_spot"]["node_config"]
+        node["InstanceMarketOption"] = node.pop("InstanceMarketOptions")
+        node["BlockDeviceMappings"][0]["Ebs"]["VolumeType"] = "gp9"
+        problems = _launcher_problems(cfg)
+        assert "available_node_types.gpu_a10g_spot.node_config.InstanceMarketOption" in problems
+        assert any("VolumeType='gp9'" in p for p in problems)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_topology_cpu_head_autoscaling_spot_gpus(name):
+    cfg = _load(CLUSTER / name)
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0, "the head is a CPU node"
+    gpu_types = {n: t for n, t in types.items() if t["resources"].get("GPU", 0) > 0}
+    assert len(gpu_types) >= 2
+    for node_name, t in gpu_types.items():
+        assert t["min_workers"] == 0 and t["max_workers"] > 0, node_name
+        assert t["max_workers"] <= cfg["max_workers"]
+    spot = [n for n, t in gpu_types.items() if _is_spot(t["node_config"])]
+    assert spot and all(n.endswith("_spot") for n in spot), "spot node types are named *_spot"
+    assert all(_is_spot(t["node_config"]) for n, t in gpu_types.items() if n.endswith("_spot"))
+
+
+def _is_spot(node_config: dict) -> bool:
+    aws = node_config.get("InstanceMarketOptions", {}).get("MarketType") == "spot"
+    sched = node_config.get("scheduling", {})
+    gcp = sched.get("provisioningModel") == "SPOT" or sched.get("preemptible") is True
+    return aws or gcp
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_only_ssh_is_public(name):
+    cfg = _load(CLUSTER / name)
+    head_start = _commands(cfg, "head_start_ray_commands")
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert re.search(r"mlflow server[^;]*--host 127\.0\.0\.1", head_start)
+    # the second bind is the private address only (hostname -I on the head), never 0.0.0.0
+    assert "0.0.0.0" not in yaml.safe_dump(cfg)
+    if cfg["provider"]["type"] == "aws":
+        # Ray's security group admits SSH + intra-cluster traffic; extra IpPermissions would open more.
+        assert "IpPermissions" not in cfg["provider"].get("security_group", {})
+    else:
+        for t in cfg["available_node_types"].values():
+            (nic,) = t["node_config"]["networkInterfaces"]
+            assert nic["subnetwork"].endswith("/subnetworks/arvid-ray-subnet")
+        readme = (CLUSTER / "README.md").read_text()
+        assert "firewall-rules create arvid-ray-allow-ssh" in readme and "--allow=tcp:22" in readme
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_installs_the_package_and_shares_storage(name):
+    cfg = _load(CLUSTER / name)
+    scheme = "s3://" if cfg["provider"]["type"] == "aws" else "gs://"
+    setup = _commands(cfg, "setup_commands")
+    head_setup, worker_setup = _commands(cfg, "head_setup_commands"), _commands(cfg, "worker_setup_commands")
+    for cmds in (head_setup, worker_setup):
+        assert "torch==2.13.0" in cmds and "~/arvid-ray" in cmds and "ray[default,data,train,tune]==2.60.0" in cmds
+    assert "whl/cpu" in head_setup and "whl/cpu" not in worker_setup  # CUDA torch only on GPU workers
+    # the package installed is the repository the launcher copies: file_mounts' local side is the repo root
+    assert (ROOT / cfg["file_mounts"]["~/arvid-ray"] / "pyproject.toml").is_file()
+    storage = re.search(r"ARVID_STORAGE=(\S+)", setup)
+    assert storage and storage.group(1).startswith(scheme)
+    head_start = _commands(cfg, "head_start_ray_commands")
+    assert "--backend-store-uri sqlite:////" in head_start  # absolute path: Ray workers change directory
+    assert "--artifacts-destination $ARVID_STORAGE/" in head_start
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert "export MLFLOW_TRACKING_URI=http://$" in _commands(cfg, key)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_requires_the_ray_auth_token_everywhere(name):
+    cfg = _load(CLUSTER / name)
+    assert cfg["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # the same token on every node
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        (start,) = [c for c in cfg[key] if "ray start" in c]
+        assert "RAY_AUTH_MODE=token" in start.split("ray start")[0], key
+    readme = (CLUSTER / "README.md").read_text()
+    assert "ray get-auth-token --generate" in readme and "export RAY_AUTH_MODE=token" in readme
+
+
+def test_both_clouds_run_the_same_software():
+    aws, gcp = (_load(CLUSTER / n) for n in LAUNCHERS)
+    strip = re.compile(r"(boto3|google-cloud-storage)")
+    for key in ("head_setup_commands", "worker_setup_commands", "head_start_ray_commands"):
+        assert strip.sub("", _commands(aws, key)) == strip.sub("", _commands(gcp, key)), key
+    pins = set(re.findall(r"ray\[[^\]]+\]==([\d.]+)", (CLUSTER / "Dockerfile").read_text()))
+    for name in KUBERAY:
+        manifest = _load(CLUSTER / "kuberay" / name)
+        spec = manifest["spec"].get("rayClusterSpec", manifest["spec"])
+        pins.add(spec["rayVersion"])
+    pins |= set(re.findall(r"ray\[[^\]]+\]==([\d.]+)", _commands(aws, "head_setup_commands")))
+    assert len(pins) == 1, f"one Ray version everywhere, found {pins}"
+
+
+# ------------------------------------------------------------------------------------- KubeRay
+@pytest.mark.parametrize("name", sorted(KUBERAY))
+def test_kuberay_manifest_matches_crd(name):
+    manifest = _load(CLUSTER / "kuberay" / name)
+    assert manifest["apiVersion"] == "ray.io/v1"
+    assert _kuberay_problems(manifest, KUBERAY[name]) == []
+
+
+def test_kuberay_misspelled_keys_pass_the_crd_but_are_caught():
+    import jsonschema
+
+    manifest = _load(CLUSTER / "kuberay" / "raycluster.yaml")
+    manifest["spec"]["enableInTreeAutoscalling"] = manifest["spec"].pop("enableInTreeAutoscaling")
+    container = manifest["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    container["imagePullPolicyy"] = container.pop("imagePullPolicy")
+    schema = _crd_schema("ray.io_rayclusters.yaml")
+    jsonschema.Draft7Validator(schema).validate(manifest)  # the CRD schema alone lets both through
+    problems = _kuberay_problems(manifest, "ray.io_rayclusters.yaml")
+    assert ".spec.enableInTreeAutoscalling" in problems
+    assert ".spec.workerGroupSpecs[0].template.spec.containers[0].imagePullPolicyy" in problems
+
+
+def test_kuberay_groups_autoscale_from_zero_gpus():
+    for name in KUBERAY:
+        spec = _load(CLUSTER / "kuberay" / name)["spec"]
+        spec = spec.get("rayClusterSpec", spec)
+        assert spec["enableInTreeAutoscaling"] is True
+        assert spec["authOptions"]["mode"] == "token"
+        head = spec["headGroupSpec"]
+        assert head["serviceType"] == "ClusterIP"
+        assert "nvidia.com/gpu" not in head["template"]["spec"]["containers"][0]["resources"]["limits"]
+        (gpu,) = spec["workerGroupSpecs"]
+        assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] > 0
+        assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_mlflow_service_is_cluster_internal_and_matches_the_ray_pods():
+    docs = list(yaml.safe_load_all((CLUSTER / "kuberay" / "mlflow.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    assert set(kinds) == {"PersistentVolumeClaim", "Deployment", "Service"}
+    service = kinds["Service"]
+    assert service["spec"]["type"] == "ClusterIP"
+    pod = kinds["Deployment"]["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    args = pod["spec"]["containers"][0]["args"]
+    db = next(a for a in args if a.startswith("--backend-store-uri="))
+    mount = pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"]
+    assert db == f"--backend-store-uri=sqlite:///{mount}/mlflow.db", "the database lives on the volume"
+    assert any(a.startswith("--artifacts-destination=s3://") for a in args)
+    uri = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
+    assert uri.removeprefix("http://") in allowed
+    for name in KUBERAY:  # every Ray container and the job's runtime env point at that service
+        manifest = _load(CLUSTER / "kuberay" / name)
+        for container in _containers(manifest):
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert env["MLFLOW_TRACKING_URI"] == uri, name
+        if "runtimeEnvYAML" in manifest["spec"]:
+            runtime_env = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])
+            assert runtime_env["env_vars"]["MLFLOW_TRACKING_URI"] == uri
+
+
+# ------------------------------------------------------------------------------- file references
+def test_entrypoint_paths_are_real_and_agree_with_the_readme():
+    """README's `ray job submit` line, the RayJob entrypoint and the repository name the same files."""
+    readme = (CLUSTER / "README.md").read_text()
+    assert (f"ray job submit --address http://127.0.0.1:8265 --working-dir . -- python {ENTRY} --config"
+            in readme.replace("\\\n", " ").replace("  ", " "))
+    job = _load(CLUSTER / "kuberay" / "rayjob.yaml")
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[0] == "python" and argv[1] == IMAGE_ROOT + ENTRY
+    config = argv[argv.index("--config") + 1]
+    assert config.startswith(IMAGE_ROOT) and (ROOT / config.removeprefix(IMAGE_ROOT)).is_file()
+    # every experiments/configs/... file the README or the cluster files name exists
+    texts = [readme] + [p.read_text() for p in CLUSTER.rglob("*.yaml")]
+    for ref in set(re.findall(r"experiments/configs/[\w./-]+\.yaml", "\n".join(texts))):
+        assert (ROOT / ref).is_file(), ref
+    assert (ROOT / ENTRY).is_file(), f"README and rayjob.yaml run {ENTRY}, which does not exist"
+
+
+def test_dockerfile_copies_what_the_manifests_run():
+    text = (CLUSTER / "Dockerfile").read_text()
+    assert f"WORKDIR {IMAGE_ROOT.rstrip('/')}" in text
+    copied = re.findall(r"^COPY (?:--\S+ )*(.+) \S+$", text, flags=re.M)
+    sources = [s for line in copied for s in line.split()]
+    assert "experiments" in sources and "arvid_ray" in sources and "pyproject.toml" in sources
+    for src in sources:
+        assert (ROOT / src).exists(), f"cluster/Dockerfile copies {src}, which is not in the repository"
+    images = {c["image"] for name in KUBERAY for c in _containers(_load(CLUSTER / "kuberay" / name))}
+    tag = re.search(r"docker build -f cluster/Dockerfile -t (\S+) \.", text).group(1)
+    assert images == {tag}
+
+
+def _containers(manifest: dict):
+    spec = manifest["spec"].get("rayClusterSpec", manifest["spec"])
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        yield from group["template"]["spec"]["containers"]
+
+
+# --------------------------------------------------------------- the head's MLflow command, for real
+def _mlflow_command(cfg: dict) -> str:
+    (cmd,) = [c for c in cfg["head_start_ray_commands"] if "mlflow server" in c]
+    return cmd
+
+
+@pytest.mark.slow
+def test_head_mlflow_server_binds_loopback_and_private_ip_with_s3_artifacts(s3_server, tmp_path):
+    """Run aws.yaml's MLflow start command here: 127.0.0.2 plays the head's private address."""
+    import boto3
+    from conftest import free_port
+
+    cfg = _load(CLUSTER / "aws.yaml")
+    port = free_port()
+    bucket = re.search(r"ARVID_STORAGE=s3://([^/\s]+)", _commands(cfg, "setup_commands")).group(1)
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.create_bucket(Bucket=bucket)
+    home = tmp_path / "home"
+    (home / "mlflow").mkdir(parents=True)
+    (home / ".arvid-ray.env").write_text(re.search(r"echo '(export ARVID_STORAGE=\S+)'",
+                                                   _commands(cfg, "setup_commands")).group(1) + "\n")
+    (home / "venv" / "bin").mkdir(parents=True)
+    (home / "venv" / "bin" / "mlflow").symlink_to(Path(sys.executable).parent / "mlflow")
+    # one gunicorn worker instead of two only saves CPU on the test machine
+    cmd = (_mlflow_command(cfg).replace("$(hostname -I | awk '{print $1}')", "127.0.0.2")
+           .replace("--workers 2", "--workers 1").replace(":5000", f":{port}").replace("--port 5000", f"--port {port}")
+           .replace("/home/ubuntu/", f"{home}/"))
+    env = {**os.environ, "HOME": str(home), "MLFLOW_S3_ENDPOINT_URL": s3_server}
+    subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=30)
+    # the command starts the server in its own session and records its id, as the head's stop command uses
+    pgid = int((home / "mlflow" / "server.pid").read_text())
+    try:
+        for host in ("127.0.0.1", "127.0.0.2"):
+            _wait_ok(f"http://{host}:{port}/health", home / "mlflow" / "server.log")
+        # a client inside the cluster (the private address) logs an artifact; it lands in the bucket
+        code = (f"import mlflow; mlflow.set_tracking_uri('http://127.0.0.2:{port}'); mlflow.set_experiment('e')\n"
+                "with mlflow.start_run(): mlflow.log_text('hello', 'note.txt')")
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert any(k.startswith("arvid-ray/mlflow-artifacts/") and k.endswith("/note.txt") for k in keys), keys
+    finally:  # the head's own stop command (re-run by every `ray up`) must take the whole server down
+        (stop,) = [c for c in cfg["head_start_ray_commands"] if "server.pid" in c and "kill" in c]
+        subprocess.run(["bash", "-c", stop], env=env, timeout=30)
+        stopped = _wait_group_gone(pgid)
+        if not stopped:
+            os.killpg(pgid, signal.SIGKILL)
+        assert stopped, "the stop command in head_start_ray_commands left the MLflow server running"
+        assert not (home / "mlflow" / "server.pid").exists()
+
+
+def _wait_group_gone(pgid: int, grace: float = 60.0) -> bool:
+    """Wait for gunicorn's graceful exit: True once no process of the group is left."""
+    deadline = time.time() + grace
+    while time.time() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _wait_ok(url: str, log: Path, timeout: float = 180.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout}s; server log:\n{log.read_text()[-3000:]}")
