@@ -163,6 +163,8 @@ class DataConfig:
     """Split used for validation and evaluation."""
     shuffle_buffer: int = 64
     """Local shuffle buffer (rows) for training; 0 disables shuffling."""
+    cache_clip_hop: int = 8
+    """Frames between the starts of the clips cached per video in tokens.parquet (0 = one clip, at frame 0)."""
 
     def __post_init__(self) -> None:
         _check_range("data.resolution", self.resolution, 8, 2048)
@@ -173,6 +175,7 @@ class DataConfig:
         _check_range("data.decode_batch_size", self.decode_batch_size, 1)
         _check_range("data.prefetch_batches", self.prefetch_batches, 0)
         _check_range("data.shuffle_buffer", self.shuffle_buffer, 0)
+        _check_range("data.cache_clip_hop", self.cache_clip_hop, 0)
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ class TokenizerConfig:
     """Temporal compression after the first (separately encoded) frame."""
     spatial_down: int = 8
     """Spatial compression (8, or 4 for 64x64 inputs)."""
-    channels: int = 64
+    channels: int = 32
     """Base channel width of the conv autoencoder."""
     concurrency: int = 1
     """Tokenize actors in the Ray Data actor pool."""
@@ -283,6 +286,9 @@ class ObjectiveConfig:
                   f"must be <= objective.window_frames ({self.window_frames}) so windows overlap or touch")
         _check_range("objective.first_frame_prob", self.first_frame_prob, 0.0, 1.0)
         _check_range("objective.reco_weight", self.reco_weight, 0.0)
+        if self.kind == "local" and self.reco_axis == "frame" and self.reco_weight > 0 and self.window_frames < 2:
+            _fail("objective.reco_axis", self.reco_axis,
+                  "'frame' needs objective.window_frames >= 2 (pairs of adjacent latent frames); use 'token'")
 
 
 @dataclass(frozen=True)
@@ -305,7 +311,8 @@ class SamplingConfig:
     cfg_scale: float = 1.0
     """Classifier-free guidance scale (1 = conditional only)."""
     context_frames: Optional[int] = None
-    """Latent frames kept when rolling out beyond the training length (None = training length - 1)."""
+    """Latent frames kept when rolling out beyond the training length (None = training length - 1 when
+    sliding, half of it for blockwise)."""
     mode: Literal["sliding", "blockwise"] = "sliding"
     """sliding: keep the last context_frames; blockwise: Fewer-Frames inference, one block on the previous."""
 
@@ -365,6 +372,8 @@ class TrainConfig:
     """Test hook: rank 1 (or 0 with one worker) exits at this step on the first attempt (-1 = off)."""
     val_batches: int = 4
     """Batches used for each validation-CE evaluation."""
+    final_eval: bool = False
+    """Run arvid_ray.evaluate on rank 0 before the last report (sweeps need the quality metric there)."""
 
     def __post_init__(self) -> None:
         _check_range("train.steps", self.steps, 1)
@@ -426,12 +435,20 @@ class EvalConfig:
     """Sample MP4s logged as artifacts."""
     batch_size: int = 16
     """Videos generated per sampling batch."""
+    drift_videos: int = 16
+    """Videos per long-horizon rollout (a k-fold rollout costs k x sampling; 0 = eval.num_videos)."""
+    trajectory_videos: int = 16
+    """Prompted videos scored against ground-truth trajectories (synthetic data only; 0 = off)."""
 
     def __post_init__(self) -> None:
         _check_range("eval.num_videos", self.num_videos, 2)
         if any(int(m) < 1 for m in self.drift_multipliers):
             _fail("eval.drift_multipliers", self.drift_multipliers, "positive integers such as [2, 4]")
         _check_range("eval.batch_size", self.batch_size, 1)
+        _check_range("eval.drift_videos", self.drift_videos, 0)
+        if self.drift_videos == 1:
+            _fail("eval.drift_videos", self.drift_videos, "0 (= eval.num_videos) or >= 2 (a Fréchet distance needs 2)")
+        _check_range("eval.trajectory_videos", self.trajectory_videos, 0)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,255 @@
+"""Llama-style causal transformer over a video token grid, with an explicit prefix KV cache.
+
+Sequence layout: ``[cond_0 .. cond_{P-1}, v_0 .. v_{N-1}]`` where the P conditioning tokens come from
+the conditioner and ``v`` are the video tokens of a ``[t, h, w]`` grid in raster order. The output at
+the position *before* video token ``i`` predicts it, so every method returns logits and hidden states
+aligned with the tokens they predict (``logits[:, i]`` predicts the i-th predicted token).
+
+Design trade-off: instead of one ``forward`` whose behaviour depends on which arguments are ``None``,
+there are three explicit entry points — ``forward`` (whole clip, training/eval), ``prefill`` (build a
+cache for a prefix; run it under ``no_grad`` for Local Opt.'s free prefix), and ``forward_with_cache``
+(continue from a cache: the Local Opt. window or one decoding step). The price is that the objective
+and the sampler must do the index bookkeeping themselves; the gain is that the no-grad prefix computes
+no logits and keeps no activations, which is where Local Opt.'s speed and memory win comes from.
+Positions are rotary over (latent frame, row, column) — or learned per axis — with conditioning tokens
+at frame 0 and video frame ``f`` at frame ``f + 1``; positions always count from the start of the
+tokens passed in, so a sampler can restart them when it slides its context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from arvid_ray.model.conditioning import Conditioner
+from arvid_ray.model.presets import ModelDims
+
+__all__ = ["KVCache", "ModelOutput", "VideoTransformer"]
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per layer (k, v), each ``[B, n_heads, L, head_dim]`` with rotary positions already applied."""
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    """[B, n, vocab]: logits[:, i] predicts the i-th target token of this call."""
+    hidden: torch.Tensor | None
+    """[B, n, D]: hidden states at the same positions (layer chosen by ``hidden_layer``)."""
+    cache: KVCache | None
+    """The cache extended by this call's keys/values (None where not produced)."""
+
+
+class RotaryEmbedding3D(nn.Module):
+    """Rotary angles for (frame, row, column): the head dim is split into three even slices."""
+
+    def __init__(self, head_dim: int, theta: float = 10000.0):
+        super().__init__()
+        side = 2 * (head_dim // 6)
+        self.split = (head_dim - 2 * side, side, side)
+        for name, dim in zip(("inv_t", "inv_h", "inv_w"), self.split):
+            inv = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+            self.register_buffer(name, inv.float(), persistent=False)
+
+    def forward(self, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pos [n, 3] (frame, row, col) → cos, sin each [n, head_dim]."""
+        pos = pos.to(self.inv_t.device, torch.float32)
+        angles = torch.cat([pos[:, 0:1] * self.inv_t, pos[:, 1:2] * self.inv_h, pos[:, 2:3] * self.inv_w], -1)
+        angles = torch.cat([angles, angles], dim=-1)  # (n, head_dim): half-split rotation
+        return angles.cos(), angles.sin()
+
+
+def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, n, Dh]; cos/sin [n, Dh]."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.n_heads = dims.n_heads
+        self.qkv = nn.Linear(dims.d_model, 3 * dims.d_model, bias=False)
+        self.out = nn.Linear(dims.d_model, dims.d_model, bias=False)
+
+    def forward(self, x, rope, past):
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads)
+        if rope is not None:
+            q, k = _apply_rotary(q, *rope), _apply_rotary(k, *rope)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, L + n, Dh)
+        n, total = q.shape[2], k.shape[2]
+        if n == total:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        elif n == 1:
+            y = F.scaled_dot_product_attention(q, k, v)  # the newest query sees every cached key
+        else:
+            from torch.nn.attention.bias import causal_lower_right
+
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(n, total))
+        return self.out(rearrange(y, "b h n d -> b n (h d)")), (k, v)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.gate_up = nn.Linear(dims.d_model, 2 * dims.mlp_hidden, bias=False)
+        self.down = nn.Linear(dims.mlp_hidden, dims.d_model, bias=False)
+
+    def forward(self, x):
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, dims: ModelDims, dropout: float):
+        super().__init__()
+        self.attn_norm = nn.RMSNorm(dims.d_model, eps=1e-6)
+        self.attn = Attention(dims)
+        self.mlp_norm = nn.RMSNorm(dims.d_model, eps=1e-6)
+        self.mlp = SwiGLU(dims)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, rope, past):
+        a, kv = self.attn(self.attn_norm(x), rope, past)
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.mlp_norm(x))), kv
+
+
+class VideoTransformer(nn.Module):
+    """Causal decoder over ``[cond prefix ‖ video tokens]``; see the module docstring for the layout."""
+
+    def __init__(self, dims: ModelDims, vocab_size: int, latent_shape: tuple[int, int, int],
+                 conditioner: Conditioner, positions: str = "rope3d", dropout: float = 0.0):
+        super().__init__()
+        self.dims, self.vocab_size = dims, vocab_size
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self.conditioner = conditioner
+        self.positions = positions
+        _, h, w = self.latent_shape
+        self.tok_emb = nn.Embedding(vocab_size, dims.d_model)
+        if positions == "rope3d":
+            self.rope = RotaryEmbedding3D(dims.head_dim)
+        else:
+            self.pos_t = nn.Embedding(self.latent_shape[0], dims.d_model)
+            self.pos_h, self.pos_w = nn.Embedding(h, dims.d_model), nn.Embedding(w, dims.d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(Block(dims, dropout) for _ in range(dims.n_layers))
+        self.norm = nn.RMSNorm(dims.d_model, eps=1e-6)
+        self.head = nn.Linear(dims.d_model, vocab_size, bias=False)
+        self._init_weights()
+        self.num_params = sum(p.numel() for p in self.parameters())
+
+    def _init_weights(self) -> None:
+        for name, p in self.named_parameters():
+            if name.startswith("conditioner.") or p.dim() < 2:
+                continue
+            std = 0.02 / (2 * self.dims.n_layers) ** 0.5 if name.endswith(("attn.out.weight", "down.weight")) else 0.02
+            nn.init.normal_(p, std=std)
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.latent_shape[1] * self.latent_shape[2]
+
+    def condition(self, labels=None, captions=None, *, generator=None, force_drop=None, batch_size: int = 1):
+        """Conditioning prefix [B, P, D] (CFG dropout when training; ``force_drop`` True = null condition)."""
+        return self.conditioner(labels, captions, generator=generator, force_drop=force_drop, batch_size=batch_size)
+
+    def forward(self, tokens: torch.Tensor, cond: torch.Tensor, *, hidden_layer: int = -1) -> ModelOutput:
+        """Whole clip: tokens [B, t, h, w] → logits/hidden [B, t*h*w, ·] predicting every video token."""
+        video = self._flatten(tokens)  # (B, N)
+        x = torch.cat([cond, self._embed(video[:, :-1], 0)], dim=1)  # (B, P + N - 1, D)
+        rope = self._rope(cond.shape[1], 0, video.shape[1] - 1)
+        return self._run(x, rope, None, hidden_layer, keep_last=video.shape[1])
+
+    def prefill(self, cond: torch.Tensor, video: torch.Tensor) -> ModelOutput:
+        """Run ``[cond ‖ video]`` (video [B, m] flat, m >= 0) and return the cache plus the logits
+        [B, 1, V] of the last position (which predicts video token m). Wrap in ``torch.no_grad()`` for a
+        detached prefix; no per-position logits or hidden states are produced."""
+        x = torch.cat([cond, self._embed(video, 0)], dim=1)  # (B, P + m, D)
+        out = self._run(x, self._rope(cond.shape[1], 0, video.shape[1]), None, None, keep_last=1)
+        return out
+
+    def forward_with_cache(self, video: torch.Tensor, start: int, cache: KVCache, *,
+                           hidden_layer: int | None = -1, _logits: bool = True) -> ModelOutput:
+        """Continue after ``cache``: video [B, n] are tokens ``start .. start+n-1`` (flat indices); the
+        outputs predict tokens ``start+1 .. start+n``. Returns the extended cache."""
+        cond_len = cache[0][0].shape[2] - start
+        if cond_len < 1:
+            raise ValueError(f"cache holds {cache[0][0].shape[2]} positions, too few for video index {start}")
+        x = self._embed(video, start)
+        return self._run(x, self._rope(cond_len, start, video.shape[1], include_cond=False), cache,
+                         hidden_layer, keep_last=video.shape[1] if _logits else 1)
+
+    def extend_cache(self, video: torch.Tensor, start: int, cache: KVCache) -> KVCache:
+        """Append video tokens ``start .. start+n-1`` (flat indices) to ``cache`` without computing logits;
+        run under ``torch.no_grad()`` for Local Opt.'s free prefix."""
+        if video.shape[1] == 0:
+            return cache
+        return self.forward_with_cache(video, start, cache, hidden_layer=None, _logits=False).cache
+
+    def forward_flops(self, n_query: int, n_context: int) -> float:
+        """FLOPs of one forward per sample: n_query tokens through every matmul (incl. the head) plus dense
+        attention scores and weighted sum against n_context keys (2 FLOPs per multiply-add)."""
+        d = self.dims
+        matmul_params = d.n_layers * (4 * d.d_model**2 + 3 * d.d_model * d.mlp_hidden) + d.d_model * self.vocab_size
+        attention = d.n_layers * 2 * 2 * n_query * n_context * d.d_model
+        return float(2 * matmul_params * n_query + attention)
+
+    # ------------------------------------------------------------------ internals
+    def _flatten(self, tokens: torch.Tensor) -> torch.Tensor:
+        t_max, h, w = self.latent_shape
+        if tokens.dim() != 4 or tuple(tokens.shape[2:]) != (h, w):
+            raise ValueError(f"tokens must be [B, t, {h}, {w}] for this model's latent grid, got {tuple(tokens.shape)}")
+        return rearrange(tokens, "b t h w -> b (t h w)")
+
+    def _embed(self, video: torch.Tensor, start: int) -> torch.Tensor:
+        if video.numel() and not torch.compiler.is_compiling() and (int(video.min()) < 0 or int(video.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}) (the tokenizer's vocab_size); got "
+                             f"[{int(video.min())}, {int(video.max())}]")
+        x = self.tok_emb(video)  # (B, n, D)
+        if self.positions == "learned" and video.shape[1]:
+            f, r, c = self._grid(start, video.shape[1])
+            if int(f.max()) >= self.latent_shape[0]:
+                raise ValueError(f"learned positions cover {self.latent_shape[0]} latent frames; got frame "
+                                 f"{int(f.max())} (slide the context or use model.positions=rope3d)")
+            x = x + self.pos_t(f) + self.pos_h(r) + self.pos_w(c)
+        return self.drop(x)
+
+    def _grid(self, start: int, n: int):
+        idx = torch.arange(start, start + n, device=self.tok_emb.weight.device)
+        hw, w = self.tokens_per_frame, self.latent_shape[2]
+        return idx // hw, (idx % hw) // w, idx % w
+
+    def _rope(self, cond_len: int, start: int, n: int, include_cond: bool = True):
+        if self.positions != "rope3d":
+            return None
+        f, r, c = self._grid(start, n)
+        pos = torch.stack([f + 1, r, c], dim=-1)  # (n, 3); frame 0 is the conditioning
+        if include_cond:
+            j = torch.arange(cond_len, device=pos.device)
+            pos = torch.cat([torch.stack([torch.zeros_like(j), torch.zeros_like(j), j], -1), pos])
+        return self.rope(pos)
+
+    def _run(self, x, rope, cache, hidden_layer, keep_last: int) -> ModelOutput:
+        n_layers = self.dims.n_layers
+        want = None if hidden_layer is None else hidden_layer % n_layers
+        if hidden_layer is not None and not -n_layers <= hidden_layer < n_layers:
+            raise ValueError(f"hidden_layer={hidden_layer} is outside [-{n_layers}, {n_layers}) for this model")
+        new_cache: KVCache = []
+        hidden = None
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, rope, None if cache is None else cache[i])
+            new_cache.append(kv)
+            if i == want and i != n_layers - 1:
+                hidden = x[:, -keep_last:]
+        x = self.norm(x[:, -keep_last:])  # (B, keep_last, D): no head work on positions nobody reads
+        if want == n_layers - 1:
+            hidden = x
+        return ModelOutput(logits=self.head(x), hidden=hidden, cache=new_cache)

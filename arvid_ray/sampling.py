@@ -1,0 +1,120 @@
+"""Autoregressive generation: KV-cache decoding, temperature / top-k / top-p, classifier-free guidance,
+and rollouts longer than the training clip (sliding context, or Fewer-Frames block-wise inference).
+
+Design trade-off: rollouts beyond the trained length *re-prefill* a short context with positions that
+restart at 0 instead of shifting a cache whose keys carry absolute rotary positions. Re-prefilling costs
+one forward over ``context_frames`` frames per new frame (sliding) or per new block (block-wise), but
+keeps every position inside the range the model was trained on, for rotary and learned positions alike.
+CFG runs the conditional and unconditional streams as one batch of 2B through one cache.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+from arvid_ray.config import SamplingConfig
+
+__all__ = ["generate", "sample_logits", "guide", "context_schedule"]
+
+
+def sample_logits(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits [B, V] → token ids [B] (greedy at temperature 0)."""
+    if cfg.temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / cfg.temperature
+    if cfg.top_k > 0 and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= cfg.top_p  # mass before this token already reaches p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def guide(logits: torch.Tensor, batch_size: int, scale: float) -> torch.Tensor:
+    """[2B, V] (conditional rows first) → uncond + scale * (cond - uncond); exactly cond at scale 1."""
+    cond, uncond = logits[:batch_size], logits[batch_size:]
+    return torch.lerp(uncond.float(), cond.float(), scale)
+
+
+def context_schedule(cfg: SamplingConfig, trained_frames: int) -> tuple[int, int]:
+    """(context frames kept, new frames per re-prefill) once a rollout passes the trained length."""
+    if cfg.mode == "sliding":
+        context = cfg.context_frames if cfg.context_frames is not None else trained_frames - 1
+    else:
+        context = cfg.context_frames if cfg.context_frames is not None else trained_frames // 2
+    if not 1 <= context <= trained_frames - 1:
+        raise ValueError(f"sampling.context_frames={context} must be in [1, {trained_frames - 1}] (the model "
+                         f"was trained on {trained_frames} latent frames and each step adds at least one)")
+    return context, (1 if cfg.mode == "sliding" else trained_frames - context)
+
+
+@torch.no_grad()
+def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig, *, labels=None,
+             captions=None, prompt_tokens: torch.Tensor | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample ``num_latent_frames`` latent frames → LongTensor [B, t, h, w] (prompt frames included).
+
+    ``generator`` must live on the model's device. Beyond the trained length the context slides.
+    """
+    trained, h, w = model.latent_shape
+    hw = h * w
+    device = model.tok_emb.weight.device
+    seq = _prompt(prompt_tokens, batch_size, num_latent_frames, (h, w), device)  # (B, n0)
+    if num_latent_frames > trained:
+        context, step = context_schedule(cfg, trained)
+    was_training = model.training
+    model.eval()
+    try:
+        cond = model.condition(labels, captions, force_drop=False, batch_size=batch_size)
+        uncond = None
+        if cfg.cfg_scale != 1.0:
+            if not hasattr(model.conditioner, "dropout"):
+                raise ValueError("sampling.cfg_scale != 1 needs a conditional model (model.conditioning class "
+                                 "or text); use cfg_scale=1 for unconditional models")
+            uncond = model.condition(labels, captions, force_drop=True, batch_size=batch_size)
+        total = num_latent_frames * hw
+        while seq.shape[1] < total:
+            have = seq.shape[1]
+            if have < trained * hw:  # inside the trained length: the whole sequence is context
+                ctx, n_new = seq, min(trained * hw, total) - have
+            else:
+                frames = have // hw
+                ctx, n_new = seq[:, (frames - context) * hw:], min(step * hw, total - have)
+            seq = torch.cat([seq, _decode(model, cond, uncond, ctx, n_new, cfg, generator)], dim=1)
+    finally:
+        model.train(was_training)
+    return rearrange(seq, "b (t h w) -> b t h w", h=h, w=w)
+
+
+def _decode(model, cond, uncond, prefix, n_new: int, cfg: SamplingConfig, generator) -> torch.Tensor:
+    """Decode ``n_new`` tokens after ``[cond ‖ prefix]`` with a KV cache → [B, n_new]."""
+    batch = prefix.shape[0]
+    if uncond is not None:  # (2B, ...): conditional rows first, unconditional rows second
+        cond, prefix = torch.cat([cond, uncond]), torch.cat([prefix, prefix])
+    out = model.prefill(cond, prefix)
+    new = []
+    for i in range(n_new):
+        logits = out.logits[:, -1]
+        if uncond is not None:
+            logits = guide(logits, batch, cfg.cfg_scale)
+        token = sample_logits(logits, cfg, generator)  # (B,)
+        new.append(token)
+        if i + 1 < n_new:
+            step_in = token if uncond is None else torch.cat([token, token])
+            out = model.forward_with_cache(step_in[:, None], prefix.shape[1] + i, out.cache, hidden_layer=-1)
+    return torch.stack(new, dim=1)
+
+
+def _prompt(prompt, batch_size: int, num_frames: int, hw: tuple[int, int], device) -> torch.Tensor:
+    if prompt is None:
+        return torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+    if prompt.dim() != 4 or prompt.shape[0] != batch_size or tuple(prompt.shape[2:]) != hw:
+        raise ValueError(f"prompt_tokens must be [B={batch_size}, t, {hw[0]}, {hw[1]}], got {tuple(prompt.shape)}")
+    if prompt.shape[1] > num_frames:
+        raise ValueError(f"prompt has {prompt.shape[1]} latent frames, more than num_latent_frames={num_frames}")
+    return rearrange(prompt.long().to(device), "b t h w -> b (t h w)")

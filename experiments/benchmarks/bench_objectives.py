@@ -1,0 +1,186 @@
+"""Speed and memory of the paper's objectives, side by side in one run: full vs Local Opt. vs Local+ReCo
+vs Fewer-Frames (same model, same batch, same optimizer).
+
+What is measured
+- step time: one optimizer step = objective forward + backward + AdamW step. On CPU this is the process's
+  CPU time with one intra-op thread (``time.process_time``): the work done, robust to the other jobs that
+  share the machine (wall clock there swung 2x between identical steps). On GPU: wall clock between CUDA
+  synchronisations. The objectives are interleaved step by step (full, local, local+reco, fewer, full, ...) so a
+  busy shared machine slows all of them alike. Local windows follow the configured distribution exactly
+  (W = 2 of 5 latent frames, balanced: half the steps start at frame 0, the rest spread evenly over the
+  later starts): the window-start seeds are chosen so a short run sees the same mix as a long one.
+- peak activation memory: on CPU, the bytes of every distinct tensor storage autograd saves for the
+  backward pass during the objective's forward (collected with ``torch.autograd.graph.saved_tensors_hooks``,
+  parameters excluded). Those tensors are all alive when backward starts, which is the step's activation
+  peak; the Local Opt. prefix KV cache is counted because the window's attention saves it. The maximum
+  over one step per window start is reported, so Local Opt.'s figure is its worst window (the longest
+  no-grad prefix). (``torch.profiler(profile_memory=True)`` gives the same picture but takes ~10 s per
+  profiled step on the shared 2-core machine, too slow for ``--quick``.) On GPU: the real allocator peak,
+  ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
+
+Usage: ``python experiments/benchmarks/bench_objectives.py --quick`` (< 2 min on a 2-core CPU), without
+``--quick`` a larger CPU shape, and on a GPU ``--device cuda`` runs preset B in bf16 at 5x16x16 and 5x32x32.
+Ends with ``RATIO <name> <value>`` lines (the first shape's figures). Each step's time is the
+minimum over 2 repeats of the same window draw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+
+import torch
+
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.model import build_model
+from arvid_ray.objectives import build_objective, sample_window_start
+
+VARIANTS = {
+    "full": {"objective.kind": "full", "objective.reco_weight": 0.0},
+    "local": {"objective.kind": "local", "objective.reco_weight": 0.0},
+    "local_reco": {"objective.kind": "local", "objective.reco_weight": 0.1},
+    "fewer_frames": {"objective.kind": "fewer_frames", "objective.reco_weight": 0.0},
+}
+
+
+def _config(spatial: int, model: dict) -> ExperimentConfig:
+    """17 frames → 5 latent frames; resolution chosen so the grid is spatial x spatial tokens."""
+    return ExperimentConfig().replace(**{
+        "data.num_frames": 17, "data.resolution": spatial * 8, "tokenizer.spatial_down": 8,
+        "objective.window_frames": 2, "objective.stride_frames": 1, "objective.first_frame_prob": 0.5,
+        "fewer_frames.num_frames": 2, "model.cfg_dropout": 0.0, **model,
+    })
+
+
+def _balanced_seeds(cfg: ExperimentConfig, steps: int) -> list[int]:
+    """Seeds whose window draw gives starts 0, 1, 0, 2, 0, 3, ... (the balanced distribution, exactly)."""
+    o, frames = cfg.objective, cfg.latent_frames()
+    later = list(range(1, frames - o.window_frames + 1))
+    wanted = [0 if i % 2 == 0 else later[(i // 2) % len(later)] for i in range(steps)]
+    by_start: dict[int, list[int]] = {}
+    seed = 0
+    while any(len(by_start.get(s, [])) < wanted.count(s) for s in set(wanted)):
+        start = sample_window_start(frames, o.window_frames, o.stride_frames, o.first_frame_prob,
+                                    torch.Generator().manual_seed(seed))
+        by_start.setdefault(start, []).append(seed)
+        seed += 1
+    return [by_start[s].pop() for s in wanted]
+
+
+class Runner:
+    def __init__(self, cfg, base_model, batch, device, dtype):
+        self.model = copy.deepcopy(base_model)
+        self.objective = build_objective(cfg)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=device.type == "cuda")
+        self.batch, self.device, self.dtype = batch, device, dtype
+
+    def step(self, seed: int) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+            out = self.objective(self.model, self.batch, gen)
+        out["loss"].backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_cpu(runner: Runner, seed: int) -> int:
+    params = {p.untyped_storage().data_ptr() for p in runner.model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = runner.objective(runner.model, runner.batch, gen)
+    total = sum(saved.values())
+    del out  # drop the graph without stepping: memory accounting only
+    return total
+
+
+def _peak_cuda(runner: Runner, seed: int) -> int:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    runner.step(seed)
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
+
+
+def measure(spatial: int, model_overrides: dict, batch_size: int, steps: int, vocab: int, device, dtype,
+            repeats: int = 2):
+    cfg0 = _config(spatial, model_overrides)
+    torch.manual_seed(0)
+    base = build_model(cfg0.model, vocab, cfg0.latent_shape()).to(device)
+    batch = {"tokens": torch.randint(0, vocab, (batch_size, *cfg0.latent_shape()), device=device),
+             "label": torch.randint(0, 16, (batch_size,), device=device)}
+    runners = {name: Runner(cfg0.replace(**over), base, batch, device, dtype) for name, over in VARIANTS.items()}
+    seeds = _balanced_seeds(cfg0, steps)
+    for r in runners.values():  # warm-up: allocator, optimizer state, kernels
+        r.step(seeds[0])
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
+    times = {name: 0.0 for name in runners}
+    for seed in seeds:
+        best = {name: float("inf") for name in runners}
+        for _ in range(repeats):  # min over repeats of the same window: the least-disturbed measurement
+            for name, r in runners.items():
+                _sync(device)
+                t0 = clock()
+                r.step(seed)
+                _sync(device)
+                best[name] = min(best[name], clock() - t0)
+        for name in runners:
+            times[name] += best[name] / len(seeds)
+    peak_fn = _peak_cuda if device.type == "cuda" else _peak_cpu
+    per_start = seeds[:6:2] + seeds[1:6:2]  # frame 0, then each later window start
+    peaks = {name: max(peak_fn(r, s) for s in per_start) for name, r in runners.items()}
+    return base, cfg0, times, peaks
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="reduced CPU run (< 2 min)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads on CPU (1: no spin contention on a shared 2-core machine)")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    vocab = 8192  # the paper's OmniTokenizer codebook: the prefix computes no logits, so the head matters
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+        dtype = torch.float32
+        small = {"model.preset": "S", "model.n_layers": 4, "model.d_model": 192, "model.n_heads": 4}
+        plan = [(8, small, 2, 6)] if args.quick else [(8, {"model.preset": "S"}, 4, 12)]
+    else:
+        dtype = torch.bfloat16
+        plan = [(16, {"model.preset": "B"}, 16, 12), (32, {"model.preset": "B"}, 4, 12)]
+    print(f"device={device} ({platform.processor() or platform.machine()}), dtype={dtype}, torch={torch.__version__}")
+    first = None
+    for spatial, overrides, batch_size, steps in plan:
+        model, cfg, times, peaks = measure(spatial, overrides, batch_size, steps, vocab, device, dtype)
+        d = model.dims
+        print(f"\nshape 5x{spatial}x{spatial} tokens, batch {batch_size}, vocab {vocab}, model {d.n_layers}x"
+              f"{d.d_model} ({model.num_params / 1e6:.1f}M params), {steps} timed steps per objective")
+        print(f"{'objective':<14}{'step ms':>10}{'x full':>8}{'peak MiB':>11}{'x full':>8}")
+        for name in VARIANTS:
+            print(f"{name:<14}{times[name] * 1e3:>10.1f}{times[name] / times['full']:>8.2f}"
+                  f"{peaks[name] / 2**20:>11.1f}{peaks[name] / peaks['full']:>8.2f}")
+        first = first or (times, peaks)
+    times, peaks = first
+    for name in ("local_reco", "local", "fewer_frames"):
+        print(f"RATIO step_time_{name}_over_full {times[name] / times['full']:.3f}")
+        print(f"RATIO peak_mem_{name}_over_full {peaks[name] / peaks['full']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

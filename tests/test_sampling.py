@@ -1,0 +1,131 @@
+"""Sampling: filters, CFG, KV-cache decoding == uncached decoding, rollouts beyond the trained length."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from arvid_ray.config import ModelConfig, SamplingConfig
+from arvid_ray.model import build_model
+from arvid_ray.sampling import _decode, context_schedule, generate, guide, sample_logits
+
+VOCAB, SHAPE = 24, (3, 2, 2)  # trained on 3 latent frames of 2 x 2 tokens
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core CI machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**{"cfg_dropout": 0.1, **kw}), VOCAB, SHAPE)
+    with torch.no_grad():  # a sharper random model so greedy choices are not near-ties
+        model.head.weight.mul_(20)
+    return model.eval()
+
+
+def test_sample_logits_filters():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0, -1.0]]).repeat(2000, 1)
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(sample_logits(logits, SamplingConfig(temperature=0.0)), torch.ones(2000, dtype=torch.long))
+    assert (sample_logits(logits, SamplingConfig(top_k=1), gen) == 1).all()
+    top2 = sample_logits(logits, SamplingConfig(top_k=2), gen)
+    assert set(top2.tolist()) == {1, 3}
+    # nucleus: p(1)=0.64, p(3)=0.24 → top_p=0.8 keeps exactly {1, 3}
+    assert set(sample_logits(logits, SamplingConfig(top_p=0.8), gen).tolist()) == {1, 3}
+    assert set(sample_logits(logits, SamplingConfig(top_p=0.5), gen).tolist()) == {1}
+    draws = sample_logits(logits, SamplingConfig(temperature=1.0), gen)
+    freq = torch.bincount(draws, minlength=5).float() / 2000
+    torch.testing.assert_close(freq, logits[0].softmax(0), atol=0.03, rtol=0)
+    hot = sample_logits(logits, SamplingConfig(temperature=100.0), gen)
+    assert torch.bincount(hot, minlength=5).min() > 300  # near uniform
+
+
+def test_guide_math():
+    cond, uncond = torch.randn(3, 7), torch.randn(3, 7)
+    both = torch.cat([cond, uncond])
+    assert torch.equal(guide(both, 3, 1.0), cond)
+    torch.testing.assert_close(guide(both, 3, 0.0), uncond)
+    torch.testing.assert_close(guide(both, 3, 3.0), uncond + 3.0 * (cond - uncond))
+
+
+def _uncached_greedy(model, cond, prefix, n_new):
+    seq = prefix
+    for _ in range(n_new):  # one fresh forward over the whole context per token
+        logits = model.prefill(cond, seq).logits[:, -1]
+        seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
+    return seq[:, prefix.shape[1]:]
+
+
+@pytest.mark.parametrize("positions", ["rope3d", "learned"])
+def test_kv_cache_sampling_equals_uncached_greedy(positions):
+    model = _model(positions=positions)
+    labels = torch.tensor([0, 7, 11])
+    out = generate(model, 3, 3, SamplingConfig(temperature=0.0), labels=labels)
+    assert out.shape == (3, 3, 2, 2)
+    with torch.no_grad():
+        ref = _uncached_greedy(model, model.condition(labels, force_drop=False), torch.zeros(3, 0, dtype=torch.long), 12)
+    assert torch.equal(out.flatten(1), ref)
+    assert len(set(map(tuple, ref.tolist()))) > 1  # the class token steers the rollout
+
+
+@pytest.mark.parametrize("mode,context", [("sliding", None), ("sliding", 1), ("blockwise", None)])
+@pytest.mark.parametrize("positions", ["rope3d", "learned"])
+def test_rollout_beyond_training_length_equals_reference(mode, context, positions):
+    model = _model(positions=positions)
+    cfg = SamplingConfig(temperature=0.0, mode=mode, context_frames=context)
+    labels = torch.tensor([2, 5])
+    prompt = torch.randint(0, VOCAB, (2, 1, 2, 2), generator=torch.Generator().manual_seed(0))
+    out = generate(model, 2, 7, cfg, labels=labels, prompt_tokens=prompt)
+    assert out.shape == (2, 7, 2, 2) and torch.equal(out[:, :1], prompt)
+    keep, step = context_schedule(cfg, 3)
+    assert (keep, step) == {("sliding", None): (2, 1), ("sliding", 1): (1, 1), ("blockwise", None): (1, 2)}[(mode, context)]
+    with torch.no_grad():
+        cond = model.condition(labels, force_drop=False)
+        seq = prompt.flatten(1)
+        seq = torch.cat([seq, _uncached_greedy(model, cond, seq, 8)], 1)  # first 3 frames: full context
+        while seq.shape[1] < 28:  # then: last `keep` frames re-prefilled from position 0, `step` new frames
+            ctx = seq[:, seq.shape[1] - keep * 4:]
+            seq = torch.cat([seq, _uncached_greedy(model, cond, ctx, min(step * 4, 28 - seq.shape[1]))], 1)
+    assert torch.equal(out.flatten(1), seq)
+
+
+def test_cfg_scale_one_equals_conditional_sampling():
+    model = _model()
+    labels = torch.tensor([1, 4, 9])
+    cfg = SamplingConfig(temperature=1.0, top_k=8, cfg_scale=1.0)
+    plain = generate(model, 3, 3, cfg, labels=labels, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():  # the batched cond+uncond path, guided at scale 1
+        cond, uncond = model.condition(labels, force_drop=False), model.condition(labels, force_drop=True)
+        guided = _decode(model, cond, uncond, torch.zeros(3, 0, dtype=torch.long), 12, cfg,
+                         torch.Generator().manual_seed(7))
+    assert torch.equal(plain.flatten(1), guided)
+    strong = generate(model, 3, 3, SamplingConfig(temperature=1.0, top_k=8, cfg_scale=4.0), labels=labels,
+                      generator=torch.Generator().manual_seed(7))
+    assert strong.shape == plain.shape and not torch.equal(strong, plain)
+
+
+def test_sampling_is_reproducible_and_restores_mode():
+    model = _model(conditioning="text", text_tokens=2).train()
+    caps = ["a square moves left", "a circle moves up"]
+    cfg = SamplingConfig(temperature=1.0, top_p=0.9, cfg_scale=2.0)
+    a = generate(model, 2, 4, cfg, captions=caps, generator=torch.Generator().manual_seed(3))
+    b = generate(model, 2, 4, cfg, captions=caps, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == (2, 4, 2, 2) and model.training
+    assert int(a.min()) >= 0 and int(a.max()) < VOCAB
+
+
+def test_sampling_refusals():
+    model = _model()
+    with pytest.raises(ValueError, match="context_frames"):
+        generate(model, 1, 5, SamplingConfig(context_frames=3), labels=torch.tensor([0]))
+    with pytest.raises(ValueError, match="prompt_tokens"):
+        generate(model, 2, 3, SamplingConfig(), labels=torch.tensor([0, 1]), prompt_tokens=torch.zeros(2, 1, 3, 3))
+    with pytest.raises(ValueError, match="conditional model"):
+        generate(_model(conditioning="none"), 1, 2, SamplingConfig(cfg_scale=2.0))
+    assert generate(_model(conditioning="none"), 2, 2, SamplingConfig()).shape == (2, 2, 2, 2)
