@@ -87,7 +87,9 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def s3_server():
     """A real S3-compatible server (moto's server mode) on 127.0.0.1; yields the endpoint URL."""
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    # the venv's moto first: an older moto_server on PATH (5.2.1) breaks pyarrow's multipart uploads
+    venv_exe = Path(sys.executable).parent / "moto_server"
+    exe = str(venv_exe) if venv_exe.exists() else shutil.which("moto_server")
     port = free_port()
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

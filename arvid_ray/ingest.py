@@ -1,0 +1,405 @@
+"""Sources (directory tree, CSV/JSONL manifest, s3:// prefix) → videos.parquet + rejects.jsonl.
+
+Design trade-off: probing (a full decode per file) runs as a Ray Data ``map_batches`` stage, one input
+per batch, and the accepted rows stream straight into ``write_parquet`` so video bytes never pass
+through the driver. Rejected inputs are not rows of that dataset (they would break the exact
+VIDEOS_SCHEMA); each task reports every input's outcome to a small tally actor instead, which also
+drives the progress bar and lets the driver check that every input ended in exactly one place.
+Long or oversized sources are re-encoded (H.264) into evenly sized segments; short ones keep their
+original bytes untouched. This module owns the videos.parquet format both ways, so it also builds the
+reading side: the streamed clip decode (``clip_stream``) that data.py and tokens.py share.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from arvid_ray import schemas as S
+from arvid_ray.config import ExperimentConfig, IngestConfig, StorageConfig
+from arvid_ray.video.probe import REASONS, Rejected, VideoInfo, probe
+
+__all__ = ["ingest", "IngestSummary", "list_inputs", "s3_filesystem", "resolve_fs", "video_id_of",
+           "resolve_videos_path", "clip_stream",
+           "VIDEOS_DIR", "REJECTS_NAME", "CLASSES_NAME"]
+
+log = logging.getLogger(__name__)
+
+VIDEOS_DIR = "videos.parquet"
+REJECTS_NAME = "rejects.jsonl"
+CLASSES_NAME = "classes.txt"
+SUMMARY_NAME = "summary.json"
+_MANIFEST_SUFFIXES = (".csv", ".jsonl")
+
+
+# ----------------------------------------------------------------------------------------- storage
+def s3_filesystem(storage: StorageConfig):
+    """A pyarrow S3FileSystem from cfg.storage, falling back to AWS_ENDPOINT_URL / AWS_REGION env vars.
+
+    Credentials from the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are set explicitly so the
+    filesystem object carries them to Ray workers; without them pyarrow's default chain (instance
+    roles, ~/.aws) is used on each node.
+    """
+    from pyarrow import fs
+
+    endpoint = storage.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    region = storage.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    # generous timeouts: the SDK defaults (1 s connect, 3 s request) make busy endpoints retry uploads
+    kwargs: dict[str, Any] = {"region": region, "anonymous": storage.s3_anonymous, "connect_timeout": 10.0,
+                              "request_timeout": 120.0}
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret and not storage.s3_anonymous:  # explicit, so the pickled fs works in Ray workers
+        kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        if endpoint.startswith("http://"):
+            kwargs["scheme"] = "http"
+    return fs.S3FileSystem(**kwargs)
+
+
+def resolve_fs(uri: str, storage: StorageConfig):
+    """(pyarrow filesystem, path inside it) for a local path or an s3://bucket/key URI."""
+    from pyarrow import fs
+
+    if uri.startswith("s3://"):
+        return s3_filesystem(storage), uri[len("s3://"):].rstrip("/")
+    if "://" in uri:
+        raise ValueError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/prefix")
+    return fs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+
+
+def video_id_of(source_uri: str) -> str:
+    """Stable id of a source: the first 16 hex digits of sha1(source URI)."""
+    return hashlib.sha1(source_uri.encode()).hexdigest()[:16]
+
+
+def resolve_videos_path(source: str) -> str:
+    """A videos.parquet location: ``source`` itself, or ``source/videos.parquet`` for an ingest output dir."""
+    if source == "synthetic":
+        raise ValueError("data.source='synthetic' must be materialised first: call arvid_ray.data.videos_path(cfg) "
+                         "and set data.source to the path it returns (`arvid-ray tokenize` does this)")
+    if source.startswith("s3://"):
+        return source
+    p = Path(source).expanduser()
+    if (p / VIDEOS_DIR).is_dir():
+        return str((p / VIDEOS_DIR).resolve())
+    if not p.exists():
+        raise FileNotFoundError(f"data.source={source!r} does not exist; use 'synthetic', a videos.parquet "
+                                f"directory written by `arvid-ray ingest`, or an s3:// URI")
+    return str(p.resolve())
+
+
+def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bool, keep_split: bool = False,
+                hop: int = 0):
+    """videos.parquet → Ray Dataset of decoded clips (see ``arvid_ray.video.decode.decode_batch``).
+
+    Reads only the columns the decoder needs, filters ``split`` (None = all), decodes in CPU tasks of
+    ``data.decode_cpus`` each; train streams visit blocks in random order.
+    """
+    import ray
+
+    from arvid_ray.video.decode import decode_batch
+
+    d = cfg.data
+    filesystem, inner = resolve_fs(resolve_videos_path(videos), cfg.storage)
+    ds = ray.data.read_parquet(inner, filesystem=filesystem, columns=[
+        S.VIDEO, S.NUM_FRAMES, S.LABEL, S.CAPTION, S.VIDEO_ID, S.SEGMENT_START, S.SPLIT])
+    if split is not None:
+        from ray.data.expressions import col
+
+        ds = ds.filter(expr=col(S.SPLIT) == split)
+    # small encoded rows arrive as one big block; split it (streaming) so decode tasks run in parallel
+    ds = ds.repartition(target_num_rows_per_block=d.decode_batch_size)
+    if train:
+        ds = ds.randomize_block_order()
+    ds = ds.map_batches(decode_batch, batch_size=d.decode_batch_size, batch_format="numpy", num_cpus=d.decode_cpus,
+                        fn_kwargs={"num_frames": d.num_frames, "stride": d.frame_stride,
+                                   "resolution": d.resolution, "train": train, "hop": hop})
+    return ds if keep_split else ds.drop_columns([S.SPLIT])
+
+
+# ----------------------------------------------------------------------------------------- inputs
+@dataclass
+class _Input:
+    uri: str
+    label: int = S.NO_LABEL
+    caption: str = ""
+    split: str = ""
+
+
+def _split_for(uri: str, given: str, cfg: IngestConfig) -> str:
+    if given:
+        return given
+    u = int(hashlib.sha1(("split:" + uri).encode()).hexdigest()[:8], 16) / 2**32
+    return "val" if u < cfg.val_fraction else cfg.default_split
+
+
+def _list_tree(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str]]:
+    """Every non-hidden file under ``src``; label = index of its parent folder name (UCF-101 layout)."""
+    from pyarrow import fs
+
+    filesystem, root = resolve_fs(src, storage)
+    infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
+    files = sorted(i.path for i in infos if i.type == fs.FileType.File
+                   and not any(p.startswith(".") for p in PurePosixPath(i.path).relative_to(root).parts))
+    prefix = "s3://" if src.startswith("s3://") else ""
+    rel_parents = [PurePosixPath(f).relative_to(root).parent for f in files]
+    classes = sorted({p.name for p in rel_parents if p.name})
+    index = {name: i for i, name in enumerate(classes)}
+    inputs = [_Input(prefix + f, index[p.name] if p.name else S.NO_LABEL) for f, p in zip(files, rel_parents)]
+    return inputs, classes
+
+
+def _read_manifest_rows(src: str, storage: StorageConfig) -> list[dict[str, Any]]:
+    filesystem, path = resolve_fs(src, storage)
+    with filesystem.open_input_stream(path) as fh:
+        text = fh.read().decode("utf-8")
+    if src.endswith(".jsonl"):
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return list(csv.DictReader(text.splitlines()))
+
+
+def _list_manifest(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str]]:
+    """Rows with ``path`` (relative to the manifest, absolute, or s3://) and optional label/caption/split."""
+    rows = _read_manifest_rows(src, storage)
+    base = src.rsplit("/", 1)[0] if src.startswith("s3://") else str(Path(src).expanduser().resolve().parent)
+    raw_labels = [r.get("label") for r in rows]
+    named = any(isinstance(v, str) and v.strip() and not v.strip().lstrip("-").isdigit() for v in raw_labels)
+    classes = sorted({str(v).strip() for v in raw_labels if v not in (None, "")}) if named else []
+    inputs = []
+    for n, row in enumerate(rows):
+        if not row.get("path"):
+            raise ValueError(f"manifest {src} row {n + 1} has no 'path'; columns must be path,label,caption,split")
+        path = str(row["path"])
+        uri = path if path.startswith("s3://") or os.path.isabs(path) else f"{base}/{path}"
+        value = row.get("label")
+        label = S.NO_LABEL if value in (None, "") else classes.index(str(value).strip()) if named else int(value)
+        inputs.append(_Input(uri, label, str(row.get("caption") or ""), str(row.get("split") or "")))
+    return inputs, classes
+
+
+def list_inputs(src: str, cfg: ExperimentConfig) -> tuple[list[_Input], list[str]]:
+    """Inputs of a directory tree, a .csv/.jsonl manifest or an s3:// prefix, with their class names."""
+    if src.endswith(_MANIFEST_SUFFIXES):
+        inputs, classes = _list_manifest(src, cfg.storage)
+    else:
+        if not src.startswith("s3://") and not Path(src).expanduser().is_dir():
+            raise FileNotFoundError(f"ingest source {src!r} is neither a directory, a .csv/.jsonl manifest "
+                                    f"nor an s3://bucket/prefix")
+        inputs, classes = _list_tree(src, cfg.storage)
+    for item in inputs:
+        item.split = _split_for(item.uri, item.split, cfg.ingest)
+    return inputs, classes
+
+
+# ----------------------------------------------------------------------------------------- per file
+def _read_bytes(uri: str, storage: StorageConfig, s3fs=None) -> bytes:
+    filesystem, path = resolve_fs(uri, storage)
+    if s3fs is not None and uri.startswith("s3://"):
+        filesystem = s3fs
+    with filesystem.open_input_stream(path) as fh:
+        return fh.read()
+
+
+def _segments(info: VideoInfo, size: int, cfg: IngestConfig) -> list[tuple[int, int]]:
+    """[(start, length)] covering the video; one segment unless too many frames or bytes."""
+    max_len = cfg.max_segment_frames
+    if size > cfg.max_segment_bytes:  # shorten so each re-encoded segment stays under the byte cap
+        max_len = min(max_len, max(cfg.min_frames, int(info.num_frames * cfg.max_segment_bytes / size * 0.8)))
+    if info.num_frames <= max_len and size <= cfg.max_segment_bytes:
+        return [(0, info.num_frames)]
+    n = -(-info.num_frames // max_len)
+    bounds = np.linspace(0, info.num_frames, n + 1).round().astype(int)  # even split: no tiny tail
+    return [(int(a), int(b - a)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _encode_segments(data: bytes, info: VideoInfo, segs: list[tuple[int, int]]) -> list[bytes]:
+    from arvid_ray.video.decode import frame_to_rgb, iter_frames
+    from arvid_ray.video.io import Mp4Encoder
+
+    out, ends = [], {start + length - 1 for start, length in segs}
+    encoder = Mp4Encoder(fps=info.fps or 25.0)
+    for i, frame in enumerate(iter_frames(data)):
+        encoder.add(frame_to_rgb(frame))  # rotation applied: segments are stored upright
+        if i in ends:
+            out.append(encoder.finish())
+            encoder = Mp4Encoder(fps=info.fps or 25.0)
+    return out
+
+
+def _row(item: _Input, data: bytes, info: VideoInfo, start: int, length: int) -> dict[str, Any]:
+    return {S.VIDEO_ID: video_id_of(item.uri), S.SOURCE_URI: item.uri, S.VIDEO: data, S.NUM_FRAMES: length,
+            S.FPS: float(info.fps), S.WIDTH: info.width, S.HEIGHT: info.height, S.LABEL: item.label,
+            S.CAPTION: item.caption, S.SPLIT: item.split, S.SEGMENT_START: start}
+
+
+def process_input(item: _Input, cfg: ExperimentConfig, s3fs=None) -> tuple[list[dict[str, Any]], Rejected | None]:
+    """Probe one input and cut it into rows; any failure becomes a Rejected (never raises)."""
+    try:
+        data = _read_bytes(item.uri, cfg.storage, s3fs)
+    except Exception as exc:  # noqa: BLE001 - a bad input must not stop the ingest
+        return [], Rejected("unreadable", f"{exc.__class__.__name__}: {exc}")
+    try:
+        info = probe(data, min_frames=cfg.ingest.min_frames)
+        if isinstance(info, Rejected):
+            return [], info
+        segs = _segments(info, len(data), cfg.ingest)
+        if len(segs) == 1:
+            return [_row(item, data, info, 0, info.num_frames)], None
+        blobs = _encode_segments(data, info, segs)
+        return [_row(item, b, info, s, n) for b, (s, n) in zip(blobs, segs)], None
+    except Exception as exc:  # noqa: BLE001
+        return [], Rejected("undecodable", f"unexpected {exc.__class__.__name__}: {exc}")
+
+
+def _ingest_batch(batch: dict[str, np.ndarray], cfg_dict: dict, tally, s3fs=None) -> pa.Table:
+    """Ray Data map_batches fn: input rows → accepted video rows (VIDEOS_SCHEMA); outcomes → tally."""
+    cfg = ExperimentConfig.from_dict(cfg_dict)
+    rows, outcomes = [], []
+    for i in range(len(batch["uri"])):
+        item = _Input(str(batch["uri"][i]), int(batch["label"][i]), str(batch["caption"][i]), str(batch["split"][i]))
+        item_rows, rejected = process_input(item, cfg, s3fs)
+        rows.extend(item_rows)
+        outcomes.append((item.uri, None if rejected is None else (rejected.code, str(rejected)), len(item_rows)))
+    tally.record.remote(outcomes)
+    return pa.Table.from_pylist(rows, schema=S.VIDEOS_SCHEMA)
+
+
+# ----------------------------------------------------------------------------------------- driver
+class _Tally:
+    """Ray actor body: the outcome of every input (deduplicated by URI, so task retries count once)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, tuple[tuple[str, str] | None, int]] = {}
+
+    def record(self, outcomes: list[tuple[str, tuple[str, str] | None, int]]) -> None:
+        for uri, rejected, rows in outcomes:
+            self.outcomes[uri] = (rejected, rows)
+
+    def count(self) -> int:
+        return len(self.outcomes)
+
+    def result(self) -> dict[str, tuple[tuple[str, str] | None, int]]:
+        return self.outcomes
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest did: accepted inputs, rows written (segments), rejected inputs by reason."""
+
+    out: str
+    inputs: int
+    accepted: int
+    rows: int
+    rejected: dict[str, int] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def format(self) -> str:
+        lines = [f"ingested {self.inputs} inputs in {self.seconds:.1f}s → {self.out}",
+                 f"  accepted: {self.accepted} videos ({self.rows} rows after segmenting)",
+                 f"  rejected: {sum(self.rejected.values())}"]
+        lines += [f"    {code:<16} {n:>6}  ({REASONS[code]})" for code, n in sorted(self.rejected.items())]
+        if self.classes:
+            lines.append(f"  classes: {len(self.classes)} (written to {CLASSES_NAME})")
+        return "\n".join(lines)
+
+
+def _write_text(filesystem, path: str, text: str) -> None:
+    with filesystem.open_output_stream(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: ExperimentConfig, progress: bool) -> dict:
+    """Run probe+segment+write on Ray Data; returns {uri: (rejected or None, rows)} from the tally."""
+    import ray
+
+    tally = ray.remote(num_cpus=0)(_Tally).remote()
+    any_s3 = any(i.uri.startswith("s3://") for i in inputs)
+    ds = ray.data.from_items([asdict(i) for i in inputs], override_num_blocks=max(1, min(len(inputs), 256)))
+    ds = ds.map_batches(_ingest_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
+                        fn_kwargs={"cfg_dict": cfg.to_dict(), "tally": tally,
+                                   "s3fs": s3_filesystem(cfg.storage) if any_s3 else None})
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            ds.write_parquet(videos_path, filesystem=filesystem)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=write, name="ingest-write", daemon=True)
+    thread.start()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(inputs), desc="ingest", unit="video")
+    while thread.is_alive():
+        thread.join(0.5)
+        if bar is not None:
+            bar.update(ray.get(tally.count.remote()) - bar.n)
+    outcomes = ray.get(tally.result.remote())
+    if bar is not None:
+        bar.update(len(outcomes) - bar.n)
+        bar.close()
+    ray.kill(tally)
+    if errors:
+        raise errors[0]
+    return outcomes
+
+
+def ingest(src: str | Path, out: str | Path, cfg: ExperimentConfig | None = None,
+           progress: bool = False) -> IngestSummary:
+    """Ingest ``src`` (dir tree, .csv/.jsonl manifest, s3://bucket/prefix) into ``out``.
+
+    Writes ``out/videos.parquet/`` (Parquet shards, VIDEOS_SCHEMA), ``out/rejects.jsonl`` (source_uri,
+    reason), ``out/classes.txt`` (when labels come from folder or class names) and ``out/summary.json``.
+    ``out`` may be local or s3://. Any previous output in ``out/videos.parquet`` is replaced.
+    """
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    cfg = cfg or ExperimentConfig()
+    start = time.time()
+    src, out = str(src), str(out)
+    inputs, classes = list_inputs(src, cfg)
+    if not inputs:
+        raise ValueError(f"ingest source {src!r} contains no files; point it at a folder of videos, "
+                         f"a manifest (.csv/.jsonl with a 'path' column) or an s3:// prefix")
+    filesystem, out_path = resolve_fs(out, cfg.storage)
+    videos_path = f"{out_path}/{VIDEOS_DIR}"
+    if filesystem.get_file_info(videos_path).type != fs.FileType.NotFound:
+        filesystem.delete_dir(videos_path)
+    filesystem.create_dir(videos_path, recursive=True)
+    outcomes = _run_stage(inputs, videos_path, filesystem, cfg, progress)
+    missing = [i.uri for i in inputs if i.uri not in outcomes]
+    if missing:
+        raise RuntimeError(f"ingest lost track of {len(missing)} inputs (first: {missing[0]}); rerun the ingest")
+    rejects = [{S.SOURCE_URI: i.uri, "reason": outcomes[i.uri][0][1]} for i in inputs if outcomes[i.uri][0]]
+    rows = sum(n for _, n in outcomes.values())
+    if rows == 0:  # keep the dataset readable (with its schema) even when every input was rejected
+        pq.write_table(S.VIDEOS_SCHEMA.empty_table(), f"{videos_path}/empty.parquet", filesystem=filesystem)
+    _write_text(filesystem, f"{out_path}/{REJECTS_NAME}", "".join(json.dumps(r) + "\n" for r in rejects))
+    if classes:
+        _write_text(filesystem, f"{out_path}/{CLASSES_NAME}", "\n".join(classes) + "\n")
+    by_reason: dict[str, int] = {}
+    for rejected, _ in outcomes.values():
+        if rejected:
+            by_reason[rejected[0]] = by_reason.get(rejected[0], 0) + 1
+    summary = IngestSummary(out=out, inputs=len(inputs), accepted=len(inputs) - len(rejects), rows=rows,
+                            rejected=by_reason, classes=classes, seconds=time.time() - start)
+    _write_text(filesystem, f"{out_path}/{SUMMARY_NAME}", json.dumps(asdict(summary), indent=1) + "\n")
+    log.info("%s", summary.format())
+    return summary

@@ -1,0 +1,104 @@
+"""Decode throughput: the Ray Data clip stream vs raw single-process PyAV decode of the same files.
+
+Both sides decode the same H.264 videos (synthetic, 64x64, 33 frames) into uint8 RGB clips of
+``data.num_frames`` frames, side by side in one run. The Ray side is timed after a warm-up pass, from
+its first batch to its last (steady-state streaming throughput, which is what a training epoch sees;
+the start-up latency of each execution is printed separately), and divided by the decode tasks it can
+run at once, capped by the machine's cores.
+Prints ``RATIO decode_ray_over_pyav_per_core X`` (target >= 0.8).
+
+    python experiments/benchmarks/bench_decode.py [--quick] [--videos N] [--cpus K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from arvid_ray import schemas as S
+from arvid_ray.config import ExperimentConfig, SynthConfig
+from arvid_ray.ingest import clip_stream
+from arvid_ray.video.decode import decode_clip
+from arvid_ray.video.io import encode_mp4
+from arvid_ray.video.synthetic import render_video
+
+
+def write_videos(path: Path, n: int, synth: SynthConfig) -> list[bytes]:
+    unique = [encode_mp4(render_video(i, synth).frames, fps=synth.fps) for i in range(min(n, 64))]
+    blobs = [unique[i % len(unique)] for i in range(n)]  # repeat encoded videos: decode cost is the same
+    rows = [{S.VIDEO_ID: f"v{i}", S.SOURCE_URI: f"mem://{i}", S.VIDEO: b, S.NUM_FRAMES: synth.num_frames,
+             S.FPS: float(synth.fps), S.WIDTH: synth.resolution, S.HEIGHT: synth.resolution, S.LABEL: 0,
+             S.CAPTION: "", S.SPLIT: "train", S.SEGMENT_START: 0} for i, b in enumerate(blobs)]
+    path.mkdir(parents=True)
+    shards = max(1, n // 16)  # one block per decode batch, so the stream has many blocks in flight
+    for k in range(shards):
+        pq.write_table(pa.Table.from_pylist(rows[k::shards], schema=S.VIDEOS_SCHEMA), path / f"part-{k:03d}.parquet")
+    return blobs
+
+
+def time_pyav(blobs: list[bytes], cfg: ExperimentConfig) -> float:
+    d = cfg.data
+    start, frames = time.perf_counter(), 0
+    for b in blobs:
+        frames += len(decode_clip(b, start=0, num_frames=d.num_frames, size=d.resolution))
+    return frames / (time.perf_counter() - start)
+
+
+def time_ray(path: Path, cfg: ExperimentConfig) -> tuple[float, float]:
+    """(steady-state frames/s from the first batch to the last, seconds until the first batch)."""
+    start, frames, first = time.perf_counter(), 0, None
+    for batch in clip_stream(str(path), cfg, None, train=False).iter_batches(batch_size=16, batch_format="numpy"):
+        if first is None:
+            first = time.perf_counter()  # the stream is running: count from here
+        else:
+            frames += batch[S.FRAMES].shape[0] * batch[S.FRAMES].shape[1]
+    return frames / (time.perf_counter() - first), first - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small run (< 2 min on a 2-core CPU)")
+    p.add_argument("--videos", type=int, default=None)
+    p.add_argument("--cpus", type=int, default=2, help="logical CPUs for the local Ray instance")
+    args = p.parse_args(argv)
+    n = args.videos or (320 if args.quick else 2400)
+    synth = SynthConfig(num_videos=n, num_frames=33, resolution=64)
+    cfg = ExperimentConfig.from_flat({"data.num_frames": 33, "data.resolution": 64, "data.decode_cpus": 1.0,
+                                      "data.decode_batch_size": 16})
+    import ray
+
+    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "videos.parquet"
+        blobs = write_videos(path, n, synth)
+        ray_fps, pyav_fps, startup = [], [], []
+        for _ in range(2):  # interleave to share background load fairly; streams time from the first batch
+            pyav_fps.append(time_pyav(blobs, cfg))
+            fps, wait = time_ray(path, cfg)
+            ray_fps.append(fps)
+            startup.append(wait)
+    cores = min(os.cpu_count() or 1, int(args.cpus / cfg.data.decode_cpus))
+    best_ray, best_pyav = max(ray_fps), max(pyav_fps)
+    print(f"videos={n} frames/video=33 size=64x64 codec=h264 ray_cpus={args.cpus} cores_used={cores}")
+    print(f"pyav single process: {best_pyav:.0f} frames/s (runs: {', '.join(f'{x:.0f}' for x in pyav_fps)})")
+    print(f"ray data stream:     {best_ray:.0f} frames/s steady state (runs: {', '.join(f'{x:.0f}' for x in ray_fps)}); "
+          f"start-up to first batch {min(startup):.1f}s (not counted)")
+    print(f"RATIO decode_ray_over_pyav_per_core {best_ray / cores / best_pyav:.3f}")
+    print(f"RATIO decode_ray_over_pyav_total {best_ray / best_pyav:.3f}")
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""data.py: the synthetic cache, clip streams (random train starts, fixed eval starts), local batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from video_fixtures import shared_synth_cfg
+
+from arvid_ray import schemas as S
+from arvid_ray.config import SynthConfig
+from arvid_ray.ingest import video_id_of
+from arvid_ray.video.decode import decode_batch
+from arvid_ray.video.io import encode_mp4
+from arvid_ray.video.synthetic import render_video
+
+
+def _batch(videos: list[np.ndarray], segment_start: int = 0) -> dict[str, np.ndarray]:
+    return {S.VIDEO: np.asarray([encode_mp4(v) for v in videos], object),
+            S.NUM_FRAMES: np.asarray([len(v) for v in videos]), S.LABEL: np.arange(len(videos)),
+            S.CAPTION: np.asarray(["c"] * len(videos), object), S.VIDEO_ID: np.asarray(["a", "b"][:len(videos)], object),
+            S.SEGMENT_START: np.full(len(videos), segment_start), S.SPLIT: np.asarray(["train"] * len(videos), object)}
+
+
+def test_decode_batch_windows_and_short_videos():
+    cfg = SynthConfig(num_frames=13, resolution=32)
+    long, short = render_video(0, cfg).frames, render_video(1, cfg).frames[:4]
+    out = decode_batch(_batch([long, short], segment_start=100), num_frames=3, stride=2, resolution=16,
+                       train=False, hop=4)
+    assert out[S.FRAMES].shape == (3, 3, 16, 16, 3)  # starts 0, 4, 8 (span 5 ≤ 13); the 4-frame video has none
+    assert out[S.CLIP_START].tolist() == [100, 104, 108] and out[S.VIDEO_ID].tolist() == ["a"] * 3
+    first = decode_batch(_batch([long]), num_frames=3, stride=2, resolution=16, train=False)
+    np.testing.assert_array_equal(first[S.FRAMES][0], out[S.FRAMES][0])
+    starts = set()
+    for _ in range(8):
+        train = decode_batch(_batch([long]), num_frames=3, stride=2, resolution=16, train=True)
+        starts.add(int(train[S.CLIP_START][0]))
+    assert len(starts) > 1 and all(0 <= s <= 13 - 5 for s in starts)
+    empty = decode_batch(_batch([short]), num_frames=9, stride=1, resolution=16, train=True)
+    assert empty[S.FRAMES].shape == (0, 9, 16, 16, 3)
+
+
+def test_videos_path_needs_existing_source(tmp_path):
+    from arvid_ray.config import ExperimentConfig
+    from arvid_ray.data import videos_path
+
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        videos_path(ExperimentConfig.from_flat({"data.source": str(tmp_path / "nope")}))
+    (tmp_path / "ing" / "videos.parquet").mkdir(parents=True)
+    cfg = ExperimentConfig.from_flat({"data.source": str(tmp_path / "ing")})
+    assert videos_path(cfg) == str(tmp_path / "ing" / "videos.parquet")
+
+
+@pytest.mark.ray
+def test_synthetic_cache_and_clip_streams(ray_session, tmp_path_factory):
+    import pyarrow.parquet as pq
+
+    from arvid_ray.data import clip_dataset, local_token_batches, synthetic_cache_dir, videos_path
+
+    cfg = shared_synth_cfg(tmp_path_factory)
+    path = videos_path(cfg)
+    table = pq.read_table(path)
+    assert table.num_rows == cfg.synth.num_videos and table.schema.remove_metadata().equals(S.VIDEOS_SCHEMA)
+    done = synthetic_cache_dir(cfg) / "_COMPLETE"
+    stamp = done.stat().st_mtime_ns
+    assert videos_path(cfg) == path and done.stat().st_mtime_ns == stamp  # cached, not regenerated
+
+    splits = [render_video(i, cfg.synth).split for i in range(cfg.synth.num_videos)]
+    rows = clip_dataset(cfg, "val", train=False).take_all()
+    assert len(rows) == splits.count("val") and {r["clip_start"] for r in rows} == {0}
+    raw = synthetic_cache_dir(cfg) / "raw" / "videos"
+    by_id = {video_id_of(str(raw / f"{i:06d}.mp4")): render_video(i, cfg.synth) for i in range(cfg.synth.num_videos)}
+    for r in rows:
+        assert set(r) == {"frames", "label", "caption", "video_id", "clip_start"}
+        video = by_id[r["video_id"]]
+        assert (r["label"], r["caption"]) == (video.label, video.caption)
+        assert np.abs(r["frames"].astype(int) - video.frames[:cfg.data.num_frames]).mean() < 4
+    train = clip_dataset(cfg, "train", train=True).take_all()
+    assert len(train) == splits.count("train")
+    assert all(0 <= r["clip_start"] <= cfg.synth.num_frames - cfg.data.num_frames for r in train)
+    assert len({r["clip_start"] for r in train}) > 1
+
+    from arvid_ray.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(cfg.tokenizer)
+    batches = list(local_token_batches(cfg, "val", batch_size=2, seed=1, tokenizer=tok))
+    assert sum(len(b["label"]) for b in batches) == splits.count("val")
+    t, h, w = tok.latent_shape(cfg.data.num_frames, cfg.data.resolution, cfg.data.resolution)
+    assert batches[0]["tokens"].shape == (2, t, h, w) and str(batches[0]["tokens"].dtype) == "torch.int64"
+    assert sorted(int(x) for b in batches for x in b["label"]) == sorted(r["label"] for r in rows)

@@ -1,0 +1,118 @@
+"""Ingest: every input ends accepted or rejected (with its reason); manifests; segments; S3 in and out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from video_fixtures import make_video, write_mixed_folder
+
+from arvid_ray import schemas as S
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.ingest import _Input, ingest, list_inputs, process_input, video_id_of
+from arvid_ray.video.decode import decode_clip
+
+
+def _cfg(**flat) -> ExperimentConfig:
+    return ExperimentConfig.from_flat({"data.decode_cpus": 0.5, **flat})
+
+
+def test_manifest_csv_and_jsonl(tmp_path):
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "m.csv").write_text("path,label,caption,split\nclips/a.mp4,dog,a dog,train\n"
+                                    "/abs/b.mp4,cat,,val\nclips/c.mp4,,,\n")
+    inputs, classes = list_inputs(str(tmp_path / "m.csv"), _cfg(**{"ingest.default_split": "test"}))
+    assert classes == ["cat", "dog"]
+    assert [(i.uri, i.label, i.caption, i.split) for i in inputs] == [
+        (str(tmp_path / "clips/a.mp4"), 1, "a dog", "train"), ("/abs/b.mp4", 0, "", "val"),
+        (str(tmp_path / "clips/c.mp4"), S.NO_LABEL, "", "test")]
+    (tmp_path / "m.jsonl").write_text(json.dumps({"path": "x.mp4", "label": 3}) + "\n")
+    inputs, classes = list_inputs(str(tmp_path / "m.jsonl"), _cfg())
+    assert classes == [] and inputs[0].label == 3 and inputs[0].split == "train"
+    (tmp_path / "bad.csv").write_text("file,label\nx.mp4,1\n")
+    with pytest.raises(ValueError, match="no 'path'"):
+        list_inputs(str(tmp_path / "bad.csv"), _cfg())
+    with pytest.raises(FileNotFoundError, match="neither a directory"):
+        list_inputs(str(tmp_path / "nope"), _cfg())
+
+
+def test_hash_split_assignment_is_stable(tmp_path):
+    for i in range(200):
+        (tmp_path / f"v{i}.mp4").write_bytes(b"")
+    cfg = _cfg(**{"ingest.val_fraction": 0.25})
+    first = [i.split for i in list_inputs(str(tmp_path), cfg)[0]]
+    assert first == [i.split for i in list_inputs(str(tmp_path), cfg)[0]]
+    assert 0.15 < first.count("val") / 200 < 0.35 and set(first) == {"train", "val"}
+
+
+def test_long_video_is_cut_into_even_segments(tmp_path):
+    path = make_video(tmp_path / "long.mp4", "h264_mp4", seconds=2.5)  # 25 frames
+    cfg = _cfg(**{"ingest.max_segment_frames": 12, "ingest.min_frames": 4})
+    rows, rejected = process_input(_Input(str(path), 2, "cap", "train"), cfg)
+    assert rejected is None
+    assert [(r[S.SEGMENT_START], r[S.NUM_FRAMES]) for r in rows] == [(0, 8), (8, 9), (17, 8)]
+    original = decode_clip(path)
+    for r in rows:
+        seg = decode_clip(r[S.VIDEO])
+        assert seg.shape[0] == r[S.NUM_FRAMES]
+        ref = original[r[S.SEGMENT_START]:r[S.SEGMENT_START] + r[S.NUM_FRAMES]]
+        assert np.abs(seg.astype(int) - ref).mean() < 6  # re-encoded (yuv420p, CRF 17) from a lossy source
+        assert r[S.VIDEO_ID] == video_id_of(str(path)) and r[S.LABEL] == 2
+    short, _ = process_input(_Input(str(path), 0), _cfg())
+    assert len(short) == 1 and short[0][S.VIDEO] == path.read_bytes()  # untouched bytes
+
+
+@pytest.mark.ray
+def test_ingest_mixed_folder(ray_session, tmp_path):
+    src = tmp_path / "src"
+    expected = write_mixed_folder(src)
+    summary = ingest(src, tmp_path / "out", _cfg())
+    accepted = {rel for rel, code in expected.items() if code is None}
+    rejected = {rel: code for rel, code in expected.items() if code is not None}
+    assert (summary.inputs, summary.accepted, summary.rows) == (len(expected), len(accepted), len(accepted))
+    assert summary.rejected == {code: 1 for code in rejected.values()}
+    table = pq.read_table(tmp_path / "out" / "videos.parquet")
+    assert table.schema.remove_metadata().equals(S.VIDEOS_SCHEMA)
+    got = {str(Path(u).relative_to(src)) for u in table.column(S.SOURCE_URI).to_pylist()}
+    assert got == accepted
+    lines = [json.loads(x) for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    reasons = {str(Path(x[S.SOURCE_URI]).relative_to(src)): x["reason"] for x in lines}
+    assert {rel: r.split(":")[0] for rel, r in reasons.items()} == rejected
+    assert all(len(r) > len(code) + 5 for r, code in zip(reasons.values(), rejected.values()))
+    assert (tmp_path / "out" / "classes.txt").read_text().split() == ["juggling", "surfing"]
+    for row in table.drop_columns([S.VIDEO]).to_pylist():
+        assert row[S.LABEL] == (0 if "/juggling/" in row[S.SOURCE_URI] else 1)
+        assert row[S.NUM_FRAMES] >= 10 and row[S.FPS] == pytest.approx(10) and row[S.SPLIT] == "train"
+    text = summary.format()
+    assert "accepted: 3" in text and "rejected: 6" in text and "truncated" in text
+
+
+@pytest.mark.ray
+def test_ingest_from_s3_and_stream_from_s3(ray_session, s3_server, tmp_path):
+    import boto3
+
+    from arvid_ray.data import clip_dataset
+
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="vids")
+    for i, cls in enumerate(["run", "run", "jump"]):
+        path = make_video(tmp_path / f"{i}.mp4", "h264_mp4", seconds=1.7)  # 17 frames
+        s3.upload_file(str(path), "vids", f"raw/{cls}/{i}.mp4")
+    s3.put_object(Bucket="vids", Key="raw/jump/broken.mp4", Body=b"\x00\x00\x00\x18ftypmp42 garbage")
+    cfg = _cfg(**{"storage.s3_endpoint": s3_server, "data.num_frames": 9, "data.resolution": 32,
+                  "data.frame_stride": 2})
+    summary = ingest("s3://vids/raw", "s3://vids/out", cfg)
+    assert (summary.accepted, summary.rejected) == (3, {"truncated": 1})
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="vids", Prefix="out/")["Contents"]}
+    assert {"out/rejects.jsonl", "out/classes.txt", "out/summary.json"} <= keys
+    assert any(k.startswith("out/videos.parquet/") and k.endswith(".parquet") for k in keys)
+    rows = clip_dataset(cfg.replace(**{"data.source": "s3://vids/out/videos.parquet"}), "train",
+                        train=False).take_all()
+    assert len(rows) == 3
+    assert sorted(r["label"] for r in rows) == [0, 1, 1]  # classes sorted: jump=0, run=1
+    for r in rows:
+        assert r["frames"].shape == (9, 32, 32, 3) and r["frames"].dtype == np.uint8 and r["clip_start"] == 0
+        assert r["video_id"] in {video_id_of(f"s3://vids/raw/{c}/{i}.mp4") for i, c in enumerate(["run", "run", "jump"])}
