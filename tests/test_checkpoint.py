@@ -1,0 +1,116 @@
+"""Checkpoints: round trip of every piece of state, refusal of unsafe and incompatible checkpoints."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.train.checkpoint import (
+    CheckpointError,
+    checkpoint_name,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from arvid_ray.train.loop import build_training_model
+from arvid_ray.train.step import build_optimizer, build_scheduler
+
+CFG = ExperimentConfig().replace(**{"data.num_frames": 9, "data.resolution": 32, "tracking.enabled": False})
+
+
+def _trained_state():
+    model = build_training_model(CFG)
+    opt = build_optimizer(model, CFG.train)
+    sched = build_scheduler(opt, CFG.train)
+    model(
+        torch.zeros(1, 3, 4, 4, dtype=torch.long), model.condition(torch.tensor([1]))
+    ).logits.sum().backward()
+    opt.step()
+    sched.step()
+    return model, opt, sched
+
+
+def test_round_trip_restores_model_optimizer_scheduler_step_and_rng(tmp_path):
+    model, opt, sched = _trained_state()
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(11)
+    np.random.seed(12)
+    random.seed(13)
+    path = save_checkpoint(
+        tmp_path / checkpoint_name(7),
+        CFG,
+        step=7,
+        data_position=14,
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        generator=gen,
+    )
+    expect = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=gen))
+
+    model2 = build_training_model(CFG.replace(**{"experiment.seed": 99}))
+    opt2 = build_optimizer(model2, CFG.train)
+    sched2 = build_scheduler(opt2, CFG.train)
+    gen2 = torch.Generator()
+    state = load_checkpoint(path, CFG, model=model2, optimizer=opt2, scheduler=sched2, generator=gen2)
+    assert (state.step, state.data_position, path.name) == (7, 14, "step_0000007")
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert opt2.state_dict()["state"][0]["exp_avg"].equal(opt.state_dict()["state"][0]["exp_avg"])
+    assert sched2.last_epoch == sched.last_epoch == 1
+    got = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=gen2))
+    assert torch.equal(got[0], expect[0]) and np.array_equal(got[1], expect[1])
+    assert got[2] == expect[2] and torch.equal(got[3], expect[3])
+
+
+def test_checkpoint_that_executes_code_on_load_is_refused(tmp_path):
+    model, opt, sched = _trained_state()
+    path = save_checkpoint(tmp_path / "step_0000001", CFG, step=1, data_position=1, model=model)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"weights": torch.zeros(1), "payload": Evil()}, path / "model.pt")
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_checkpoint(path, CFG, model=build_training_model(CFG))
+    assert not marker.exists()
+
+
+def test_incompatible_config_is_refused_naming_the_field(tmp_path):
+    model, _, _ = _trained_state()
+    path = save_checkpoint(tmp_path / "step_0000001", CFG, step=1, data_position=1, model=model)
+    for key, value in (("model.d_model", 32), ("tokenizer.fsq_levels", [8, 8]), ("objective.kind", "full")):
+        with pytest.raises(CheckpointError, match=key.replace(".", r"\.")):
+            load_checkpoint(path, CFG.replace(**{key: value}))
+    load_checkpoint(path, CFG.replace(**{"train.lr": 1e-2}))  # optimisation settings may change
+
+
+def test_not_a_checkpoint_and_latest(tmp_path):
+    with pytest.raises(CheckpointError, match="no model.pt"):
+        load_checkpoint(tmp_path)
+    model, _, _ = _trained_state()
+    for step in (3, 12, 7):
+        save_checkpoint(tmp_path / checkpoint_name(step), CFG, step=step, data_position=step, model=model)
+    (tmp_path / "step_0000099").mkdir()  # an incomplete directory is ignored
+    assert latest_checkpoint(tmp_path).name == "step_0000012"
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_rank_files_merge_into_one_directory(tmp_path):
+    model, _, _ = _trained_state()
+    save_checkpoint(tmp_path, CFG, step=2, data_position=4, model=model, rank=0)
+    save_checkpoint(tmp_path, CFG, step=2, data_position=4, rank=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "config.yaml",
+        "model.pt",
+        "rng_rank0.pt",
+        "rng_rank1.pt",
+        "train_state.pt",
+    ]
+    assert load_checkpoint(tmp_path, CFG, rank=1).rng is not None

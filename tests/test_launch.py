@@ -1,0 +1,177 @@
+"""Ray Train integration: 2 CPU workers stream a Ray Dataset, checkpoint, log to MLflow, survive a crash.
+
+Each Train run costs ~15–20 s of start-up on 2 cores, so there are only two Ray runs here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.launch import resolve_for_workers, run_name, storage_root
+from arvid_ray.tracking import read_metrics_jsonl
+from arvid_ray.train.worker import FAIL_MARKER
+
+
+def _cfg(tmp_path, **extra) -> ExperimentConfig:
+    return ExperimentConfig().replace(
+        **{
+            "experiment.name": "arvid-launch-test",
+            "experiment.workdir": str(tmp_path / "work"),
+            "data.num_frames": 9,
+            "data.resolution": 32,
+            "data.batch_size": 2,
+            "data.shuffle_buffer": 8,
+            "train.global_batch_size": 8,
+            "train.num_workers": 2,
+            "train.cpus_per_worker": 1.0,
+            "train.lr": 3e-3,
+            "train.warmup_steps": 1,
+            "train.log_every": 1,
+            "train.val_batches": 1,
+            "train.storage_path": str(tmp_path / "runs"),
+            "tracking.system_metrics": False,
+            **extra,
+        }
+    )
+
+
+def _datasets(n_train: int = 32, n_val: int = 8):
+    """Pattern tokens (class-determined [3, 4, 4] grids) as real Ray Datasets, streamed to the workers."""
+    import ray.data
+
+    def rows(n, seed):
+        rng = np.random.default_rng(seed)
+        t, i, j = np.ogrid[:3, :4, :4]
+        out = []
+        for k in range(n):
+            label = int(rng.integers(16))
+            tokens = ((label * 37 + t * 5 + i * 3 + j) % 1000).astype(np.int32)
+            out.append(
+                {
+                    "tokens": tokens,
+                    "label": label,
+                    "caption": f"clip {k}",
+                    "video_id": f"v{k}",
+                    "clip_start": 0,
+                }
+            )
+        return out
+
+    return {"train": ray.data.from_items(rows(n_train, 0)), "val": ray.data.from_items(rows(n_val, 1))}
+
+
+def test_run_name_is_stable_and_ignores_bookkeeping(tmp_path):
+    cfg = _cfg(tmp_path)
+    assert run_name(cfg) == run_name(cfg.replace(**{"train.fail_at_step": 3, "tracking.enabled": False}))
+    assert run_name(cfg) != run_name(cfg.replace(**{"objective.window_frames": 1}))
+    assert (
+        run_name(cfg).startswith("arvid-launch-test-") and len(run_name(cfg)) == len("arvid-launch-test-") + 8
+    )
+    assert run_name(cfg.replace(**{"train.run_name": "mine"})) == "mine"
+    resolved = resolve_for_workers(cfg.replace(**{"tracking.uri": None}))
+    assert resolved.tracking.uri == f"sqlite:///{tmp_path / 'work' / 'mlruns.db'}"
+    assert storage_root(cfg.replace(**{"train.storage_path": "s3://bucket/runs"})) == "s3://bucket/runs"
+
+
+@pytest.mark.ray
+def test_torch_trainer_two_workers_checkpoints_and_mlflow(ray_session, mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    from arvid_ray.launch import launch
+
+    cfg = _cfg(
+        tmp_path,
+        **{
+            "train.steps": 4,
+            "train.ckpt_every": 2,
+            "train.eval_every": 2,
+            "tracking.uri": mlflow_server,
+            "train.run_name": "two-workers",
+        },
+    )
+    result = launch(cfg, datasets=_datasets())
+    assert result.checkpoint.endswith("two-workers/step_0000004")
+    files = sorted(p.name for p in (tmp_path / "runs" / "two-workers" / "step_0000004").iterdir())
+    assert files == ["config.yaml", "model.pt", "rng_rank0.pt", "rng_rank1.pt", "train_state.pt"]
+    assert (tmp_path / "runs" / "two-workers" / "step_0000002").is_dir()  # keep_checkpoints=2
+    assert result.metrics["step"] == 4 and np.isfinite(result.metrics["eval/val_ce"])
+
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["train.num_workers"] == "2" and run.data.params["objective.kind"] == "local"
+    for key in (
+        "train/loss",
+        "train/ce",
+        "train/reco",
+        "train/tokens_per_s",
+        "train/step_time_s",
+        "train/data_wait_frac",
+        "train/peak_mem_gb",
+        "cost/gpu_hours",
+        "cost/usd",
+        "cost/train_flops",
+        "eval/val_ce",
+    ):
+        assert key in run.data.metrics, key
+    assert [m.step for m in client.get_metric_history(result.mlflow_run_id, "train/loss")] == [1, 2, 3, 4]
+    assert run.data.metrics["cost/gpu_hours"] > 0 and run.data.metrics["cost/train_flops"] > 0
+    assert "config.yaml" in [a.path for a in client.list_artifacts(result.mlflow_run_id)]
+
+
+@pytest.mark.ray
+def test_worker_crash_restarts_from_the_last_checkpoint(ray_session, tmp_path):
+    from arvid_ray.launch import launch
+
+    cfg = _cfg(
+        tmp_path,
+        **{
+            "train.steps": 6,
+            "train.ckpt_every": 2,
+            "train.fail_at_step": 4,
+            "train.max_failures": 1,
+            "tracking.enabled": False,
+            "train.run_name": "crash",
+        },
+    )
+    result = launch(cfg, datasets=_datasets())
+    run_dir = tmp_path / "runs" / "crash"
+    assert (run_dir / FAIL_MARKER).read_text().startswith("rank 1 exited at step 4")
+    steps = [int(r["step"]) for r in read_metrics_jsonl(run_dir)]
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[:3] == [1, 2, 3] and steps[restart:] == [3, 4, 5, 6], steps  # resumed after step_0000002
+    assert result.metrics["step"] == 6
+    assert result.checkpoint.endswith("crash/step_0000006")
+
+
+def test_cli_train_in_process_on_the_synthetic_dataset_and_relaunch_resumes(tmp_path, capsys):
+    """train.num_workers=0: the real data path (synthetic videos → fsq tokens) in one process, no Ray."""
+    from arvid_ray.cli import main
+
+    args = [
+        "train",
+        "train.num_workers=0",
+        f"experiment.workdir={tmp_path / 'work'}",
+        "synth.num_videos=20",
+        "synth.resolution=32",
+        "synth.num_frames=9",
+        "data.num_frames=9",
+        "data.resolution=32",
+        "tokenizer.name=fsq",
+        "data.batch_size=4",
+        "train.global_batch_size=4",
+        "train.steps=3",
+        "train.ckpt_every=2",
+        "train.val_batches=1",
+        "tracking.system_metrics=false",
+        "train.run_name=local",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "step 3" in out and "local/checkpoints/step_0000003" in out
+    run_dir = tmp_path / "work" / "runs" / "local"
+    assert [r["step"] for r in read_metrics_jsonl(run_dir)] == [2, 3]  # log_every=10: ckpt and last step
+    assert main(args) == 0  # same run name: resumes at step 3, nothing left to train, one final report
+    assert [r["step"] for r in read_metrics_jsonl(run_dir)] == [2, 3, 3]

@@ -1,0 +1,117 @@
+"""MLflow tracking against a real `mlflow server`: params, metrics, config artifact, nesting, failures."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.tracking import Tracker, end_run, read_metrics_jsonl, resolve_tracking_uri
+
+
+def _cfg(uri: str | None, **extra) -> ExperimentConfig:
+    return ExperimentConfig().replace(
+        **{
+            "tracking.uri": uri,
+            "experiment.name": "arvid-tracking-test",
+            "tracking.system_metrics": False,
+            **extra,
+        }
+    )
+
+
+def test_run_has_params_metrics_and_config_artifact(mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    cfg = _cfg(mlflow_server)
+    tracker = Tracker(cfg, tmp_path)
+    run_id = tracker.start(run_name="unit-run")
+    assert run_id
+    tracker.log_config()
+    tracker.log_metrics({"train/loss": 3.5, "cost/gpu_hours": 0.01}, step=1)
+    tracker.log_metrics({"train/loss": 2.5}, step=2)
+    tracker.end()
+
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "unit-run"
+    assert run.data.params["objective.kind"] == "local"
+    assert run.data.params["data.num_frames"] == "17"
+    assert len(run.data.params) == len(cfg.to_flat())
+    assert [m.value for m in client.get_metric_history(run_id, "train/loss")] == [3.5, 2.5]
+    assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
+    text = client.download_artifacts(run_id, "config.yaml", str(tmp_path / "dl"))
+    assert ExperimentConfig.from_dict(__import__("yaml").safe_load(open(text))) == cfg
+    assert [r["train/loss"] for r in read_metrics_jsonl(tmp_path)] == [3.5, 2.5]  # local copy too
+    assert (tmp_path / "config.yaml").exists()
+
+
+def test_child_run_is_nested_and_resumable_by_id(mlflow_server):
+    from mlflow import MlflowClient
+
+    parent = Tracker(_cfg(mlflow_server))
+    parent_id = parent.start(run_name="sweep-parent")
+    child = Tracker(_cfg(mlflow_server, **{"tracking.parent_run_id": parent_id}))
+    child_id = child.start(run_name="sweep-trial-1")
+    again = Tracker(_cfg(mlflow_server, **{"tracking.run_id": child_id}))
+    assert again.start() == child_id
+    again.log_metrics({"eval/val_ce": 1.0}, step=3)
+    end_run(_cfg(mlflow_server), child_id, "KILLED")
+    parent.end("FINISHED")
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(child_id)
+    assert run.data.tags["mlflow.parentRunId"] == parent_id
+    assert run.data.metrics["eval/val_ce"] == 1.0 and run.info.status == "KILLED"
+
+
+def test_unreachable_server_warns_and_keeps_metrics_locally(tmp_path, caplog):
+    from conftest import free_port
+
+    cfg = _cfg(f"http://127.0.0.1:{free_port()}")
+    tracker = Tracker(cfg, tmp_path)
+    t0 = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="arvid_ray.tracking"):
+        assert tracker.start() is None
+    assert time.perf_counter() - t0 < 10
+    assert "unreachable" in caplog.text and "metrics.jsonl" in caplog.text
+    tracker.log_config()
+    tracker.log_metrics({"train/loss": 1.25}, step=7)
+    tracker.end("FAILED")
+    assert read_metrics_jsonl(tmp_path) == [
+        pytest.approx({"step": 7, "time": read_metrics_jsonl(tmp_path)[0]["time"], "train/loss": 1.25})
+    ]
+
+
+def test_disabled_tracking_is_a_no_op_but_keeps_the_jsonl(tmp_path):
+    tracker = Tracker(_cfg(None, **{"tracking.enabled": False}), tmp_path)
+    assert tracker.start() is None and not tracker.active
+    tracker.log_metrics({"train/loss": 1.0}, step=1)
+    tracker.end()
+    assert len(read_metrics_jsonl(tmp_path)) == 1
+    assert not list(tmp_path.glob("*.db"))
+
+
+def test_default_uri_is_an_absolute_sqlite_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = ExperimentConfig().replace(**{"experiment.workdir": "rel/work"})
+    assert resolve_tracking_uri(cfg) == f"sqlite:///{tmp_path / 'rel/work/mlruns.db'}"
+    assert resolve_tracking_uri(_cfg("sqlite:///x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://example.invalid:5000")
+    assert resolve_tracking_uri(cfg) == "http://example.invalid:5000"
+
+
+def test_sqlite_store_works_with_system_metrics(tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    tracker = Tracker(_cfg(uri, **{"tracking.system_metrics": True}))
+    run_id = tracker.start(run_name="stable-name", resume_by_name=True)
+    tracker.log_metrics({"train/loss": 2.0}, step=1)
+    tracker.end()
+    assert MlflowClient(uri).get_run(run_id).data.metrics["train/loss"] == 2.0
+    again = Tracker(_cfg(uri))  # a re-launch of the same training run continues its MLflow run
+    assert again.start(run_name="stable-name", resume_by_name=True) == run_id
+    assert Tracker(_cfg(uri)).start(run_name="stable-name") != run_id  # without resume_by_name: a new run
