@@ -61,6 +61,100 @@ def _ingest(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- tokenize
+def _tokenize_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", nargs="?", help="output directory or .parquet file for the token cache "
+                   "(default: tokens-<tokenizer>-<clip> beside the videos.parquet of data.source)")
+    p.add_argument("--split", action="append", default=None, help="only these splits (repeatable; default all)")
+
+
+@command("tokenize", "tokenize data.source clips into a tokens.parquet cache (Ray Data actor pool)", _tokenize_args)
+def _tokenize(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    from arvid_ray.data import videos_path
+    from arvid_ray.tokens import default_cache_dir, write_token_cache
+
+    videos = videos_path(cfg)
+    cfg = cfg.replace(**{"data.source": videos})
+    out = args.out or default_cache_dir(cfg, videos)
+    path = write_token_cache(cfg, out, splits=args.split, progress=True)
+    print(f"token cache: {path}; train from it with data.tokens_path={path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- train-tokenizer
+def _train_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", type=Path, nargs="?",
+                   help="output checkpoint .pt (default <workdir>/tokenizer/tokenizer.pt); use it as tokenizer.name")
+
+
+@command("train-tokenizer", "train the causal FSQ video tokenizer (single process, CPU ok)", _train_tokenizer_args)
+def _train_tokenizer(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    from arvid_ray.tokenizer.training import train_from_config
+
+    out = args.out or cfg.experiment.workdir_path() / "tokenizer" / "tokenizer.pt"
+    summary = train_from_config(cfg, out)
+    print(f"wrote {summary['path']}: held-out PSNR {summary['psnr']:.2f} dB, "
+          f"codebook usage {summary['codebook_usage']:.1%}; use it with tokenizer.name={summary['path']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- train
+@command("train", "train the AR model: Ray Train TorchTrainer (train.num_workers=0: in-process, no Ray)")
+def _train(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    from arvid_ray.launch import launch
+
+    result = launch(cfg)
+    for key in ("step", "train/loss", "eval/val_ce", "train/tokens_per_s", "cost/gpu_hours", "cost/usd"):
+        if key in result.metrics:
+            print(f"{key} {result.metrics[key]:.6g}")
+    print(f"run {result.run_name}: {result.run_dir}; last checkpoint: {result.checkpoint}; "
+          f"MLflow run: {result.mlflow_run_id}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- sweep
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="restore the sweep named sweep.name and finish it")
+
+
+@command("sweep", "Ray Tune + Optuna sweep over the config's sweep.search_space", _sweep_args)
+def _sweep(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    from arvid_ray.sweep import fresh_sweep_name, prepare_inputs, run_sweep
+
+    storage = cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
+    if not args.resume:
+        cfg = fresh_sweep_name(cfg, storage)
+    result = run_sweep(prepare_inputs(cfg), storage_path=storage, restore=args.resume)
+    for t in result.best(3):
+        print(f"best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.4g} {t.params}")
+    print(f"mlflow ui --backend-store-uri {result.tracking_uri}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="a step_* checkpoint directory")
+    p.add_argument("--out", type=Path, default=None, help="samples/plots/metrics directory (default <ckpt>/eval)")
+    p.add_argument("--run-id", default=None, help="log into this existing MLflow run (default: a new run)")
+
+
+@command("evaluate", "sample N videos from a checkpoint; FD/FVD, consistency, drift → MLflow", _evaluate_args)
+def _evaluate(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    from arvid_ray.evaluate import evaluate_checkpoint
+
+    saved = args.checkpoint / "config.yaml"
+    if args.config is None and saved.is_file():  # the checkpoint's config + this command's overrides
+        default = ExperimentConfig().to_flat()
+        changed = {k: v for k, v in cfg.to_flat().items() if default.get(k) != v}
+        cfg = ExperimentConfig.from_flat(changed, base=load_config(saved))
+    result = evaluate_checkpoint(cfg, args.checkpoint, out_dir=args.out, run_id=args.run_id)
+    for key, value in result["metrics"].items():
+        if "_seg" not in key:
+            print(f"{key} {value:.6g}")
+    print(f"samples and plots: {result['out_dir']}; MLflow run: {result['run_id']}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arvid-ray", description=__doc__.splitlines()[0])

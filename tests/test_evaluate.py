@@ -1,0 +1,137 @@
+"""evaluate: metrics on given videos, real-feature cache, reports, and `evaluate` of a debug checkpoint on
+local Ray logging metrics and artifacts to a real MLflow server."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.evaluate import evaluate_videos, metric_names, real_clips, real_features, segment_starts
+from arvid_ray.metrics.extractors import SynthC3DExtractor
+from arvid_ray.report import drift_plot, markdown_table, pareto_plot, sweep_report
+
+
+def _cfg(tmp_path, **over):
+    base = {"experiment.workdir": str(tmp_path / "wd"), "tokenizer.name": "fsq", "eval.num_videos": 4,
+            "eval.batch_size": 4, "eval.num_sample_videos": 2, "eval.drift_multipliers": [2],
+            "synth.num_videos": 48, "tracking.enabled": False}
+    return ExperimentConfig().replace(**{**base, **over})
+
+
+def test_metric_names_never_call_a_proxy_fvd():
+    assert metric_names("i3d-0123456789ab")[0] == "eval/fvd"
+    assert metric_names("synthc3d-0123456789ab") == ("eval/fd_synthc3d", "eval/kvd_synthc3d")
+
+
+def test_only_a_real_i3d_file_reports_eval_fvd(tmp_path):
+    import torch
+    from test_extractors import _I3DStandIn
+
+    from arvid_ray.metrics.extractors import load_extractor
+
+    torch.jit.script(_I3DStandIn()).save(str(tmp_path / "i3d.pt"))
+    ext = load_extractor("i3d", tmp_path / "i3d.pt")
+    videos = np.random.default_rng(0).integers(0, 256, (6, 17, 32, 32, 3), dtype=np.uint8)
+    out = evaluate_videos(ext(videos), videos[:3], ext)
+    assert "eval/fvd" in out and "eval/fd_synthc3d" not in out and out["eval/fd_floor_n"] == 3
+
+
+def test_segment_starts_follow_the_causal_latent_layout():
+    # 4x rollout of 5 latent frames = 20 latent = 77 video frames; segments start at latent 0, 5, 10, 15
+    assert segment_starts(77, 17, 5, 4) == [0, 17, 37, 57]
+    assert segment_starts(37, 17, 5, 4) == [0, 17]
+
+
+def test_evaluate_videos_ranks_real_above_damaged_and_caches_real_stats(tmp_path):
+    cfg = _cfg(tmp_path, **{"eval.num_videos": 16})
+    ext = SynthC3DExtractor()
+    clips = real_clips(cfg, 32)
+    assert clips.frames.shape == (32, 17, 64, 64, 3) and clips.positions.shape == (32, 17, 2)
+    real = real_features(cfg, ext, clips)
+    cached = real_features(cfg, ext, clips)  # second call reads the cache file
+    np.testing.assert_array_equal(real["features"], cached["features"])
+    assert len(list((tmp_path / "wd" / "eval_cache").glob("*.npz"))) == 1
+    good = evaluate_videos(real["features"][:16], clips.frames[16:], ext, labels=clips.labels[16:])
+    frozen = np.repeat(clips.frames[16:, :1], 17, axis=1)
+    bad = evaluate_videos(real["features"][:16], frozen, ext, labels=clips.labels[16:])
+    assert good["eval/num_videos"] == 16 and good["eval/fd_floor_n"] == 8
+    assert bad["eval/fd_synthc3d"] > 2 * good["eval/fd_synthc3d"]
+    assert bad["eval/motion"] < 0.05 < good["eval/motion"]  # frozen video: perfect warp, no motion
+    assert good["eval/class_retention"] > bad["eval/class_retention"]
+    assert "eval/fvd" not in good
+
+
+def test_real_clips_from_videos_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from arvid_ray import schemas
+    from arvid_ray.video.io import encode_mp4
+    from arvid_ray.video.synthetic import render_video
+
+    synth = ExperimentConfig().synth
+    rows = []
+    for i in range(5):
+        v = render_video(i, synth)
+        rows.append({"video_id": f"v{i}", "source_uri": f"mem://{i}", "video": encode_mp4(v.frames[:20]),
+                     "num_frames": 20 if i else 9, "fps": 8.0, "width": 64, "height": 64, "label": v.label,
+                     "caption": v.caption, "split": "val" if i < 2 else "train", "segment_start": 0})
+    (tmp_path / "videos.parquet").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.VIDEOS_SCHEMA), tmp_path / "videos.parquet" / "0.parquet")
+    cfg = _cfg(tmp_path, **{"data.source": str(tmp_path / "videos.parquet")})
+    clips = real_clips(cfg, 8)
+    assert clips.frames.shape == (4, 17, 64, 64, 3) and clips.positions is None  # the 9-frame video is skipped
+    assert list(clips.labels[:1]) == [rows[1]["label"]]  # val split first
+    assert np.abs(clips.frames[0].astype(int) - render_video(1, synth).frames[:17]).mean() < 3
+
+
+def test_pareto_plot_drift_plot_and_tables(tmp_path):
+    from types import SimpleNamespace as NS
+
+    points = [(3.0, 1.0), (2.0, 2.0), (2.5, 3.0), (1.0, 4.0), (math.nan, 1.0)]
+    png = pareto_plot(points, tmp_path / "p.png", pareto=[0, 1, 3], baseline=3, quality_key="eval/fd_synthc3d",
+                      cost_key="cost/gpu_hours", n=64)
+    assert png.stat().st_size > 5000
+    assert drift_plot({"2x": [1.0, 1.5], "4x": [1.0, 1.4, 2.0, 2.2]}, tmp_path / "d.png", floor=0.5).is_file()
+    table = markdown_table([{"a": 1.23456, "b": "x|y"}, {"a": math.nan}])
+    assert table.splitlines()[0] == "| a | b |" and "1.235" in table and "x\\|y" in table and "–" in table
+    trials = [NS(trial_id=f"t{i}", role="baseline" if i == 3 else "search", status="TERMINATED",
+                 params={"objective.window_frames": i}, metrics={"q": q, "c": c}) for i, (q, c) in enumerate(points)]
+    files = sweep_report(NS(name="s", quality_key="q", cost_key="c", trials=trials, pareto=["t0", "t1", "t3"]),
+                         tmp_path / "rep")
+    assert [f.relative_to(tmp_path / "rep").as_posix() for f in files] == ["plots/pareto.png", "report.md"]
+    assert "| t3 | baseline |" in files[1].read_text()
+
+
+@pytest.mark.ray
+def test_evaluate_debug_checkpoint_on_ray_logs_to_mlflow(tmp_path, ray_session, mlflow_server):
+    import mlflow
+
+    from arvid_ray.cli import main
+    from arvid_ray.model import build_model
+    from arvid_ray.tokenizer import load_tokenizer
+    from arvid_ray.train.checkpoint import save_checkpoint
+
+    cfg = _cfg(tmp_path, **{"tracking.enabled": True, "tracking.uri": mlflow_server,
+                            "tracking.system_metrics": False, "experiment.name": "eval-test"})
+    tok = load_tokenizer(cfg.tokenizer)
+    model = build_model(cfg.model, tok.vocab_size, cfg.latent_shape())
+    ckpt = save_checkpoint(tmp_path / "run" / "step_0000003", cfg, step=3, data_position=0, model=model)
+    # through the CLI: the checkpoint's config plus overrides; runs as a Ray task because Ray is up
+    assert main(["evaluate", str(ckpt), "--out", str(tmp_path / "out"), "eval.num_videos=4"]) == 0
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    exp = client.get_experiment_by_name("eval-test")
+    (run,) = client.search_runs([exp.experiment_id])
+    metrics = run.data.metrics
+    for key in ("eval/fd_synthc3d", "eval/fd_floor", "eval/num_videos", "eval/warp_error", "eval/motion",
+                "eval/drift_2x", "eval/traj_error", "eval/class_retention"):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    assert metrics["eval/num_videos"] == 4
+    assert run.data.tags["eval.extractor"].startswith("synthc3d-")
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
+    arts |= {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"samples/sample_00.mp4", "samples/sample_grid.gif", "plots/drift.png"} <= arts
+    assert (tmp_path / "out" / "metrics.json").is_file()
