@@ -11,6 +11,8 @@ multi-objective mode runs NSGA-II on (quality, cost) and reports the Pareto fron
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 TRIAL_TAG = "arvid.trial_id"
 SWEEP_TAG = "arvid.sweep"
 ROLE_TAG = "arvid.role"
+ROW_KEY = "row"  # trial param of fixed-row runs: index into the rows table
 DRIVER_CPUS = 0.25  # the driver function only waits on its TorchTrainer
 
 
@@ -58,10 +61,9 @@ class SweepResult:
 # ------------------------------------------------------------------------------------------ MLflow
 def tracking_uri(cfg: ExperimentConfig) -> str:
     """Absolute tracking URI (Ray workers change directory, so never a relative sqlite path)."""
-    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        uri = f"sqlite:///{cfg.experiment.workdir_path() / 'mlruns.db'}"
-    return uri
+    from arvid_ray.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(cfg)
 
 
 def _client(uri: str):
@@ -93,8 +95,9 @@ def _child_run(uri: str, experiment: str, parent_id: str, sweep: str, trial_id: 
 
 
 # ------------------------------------------------------------------------------------------ trials
-def _trial_driver(params: dict[str, Any], *, base: dict[str, Any], parent_run_id: str, uri: str) -> None:
-    """One Tune trial = one Ray Train run of the trial's config."""
+def _trial_driver(params: dict[str, Any], *, base: dict[str, Any], parent_run_id: str, uri: str,
+                  rows: list[dict[str, Any]] | None = None) -> None:
+    """One Tune trial = one Ray Train run of the trial's config (a searched point or a fixed row)."""
     from ray import tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -102,6 +105,8 @@ def _trial_driver(params: dict[str, Any], *, base: dict[str, Any], parent_run_id
 
     trial_id = tune.get_context().get_trial_id()
     base_cfg = ExperimentConfig.from_dict(base)
+    if rows is not None:
+        params = dict(rows[params[ROW_KEY]])
     role = params.get(ROLE_KEY, "search")
     run_id = _child_run(uri, base_cfg.experiment.name, parent_run_id, base_cfg.sweep.name, trial_id, role)
     try:
@@ -113,7 +118,7 @@ def _trial_driver(params: dict[str, Any], *, base: dict[str, Any], parent_run_id
         raise
     cfg = cfg.replace(**{
         "tracking.uri": uri, "tracking.run_id": run_id, "tracking.parent_run_id": parent_run_id,
-        "train.run_name": f"{cfg.sweep.name}-{trial_id}",
+        "train.run_name": f"{cfg.sweep.name}-{trial_id}", "train.final_eval": True,
     })
     build_trainer(cfg, callbacks=[TuneReportCallback()]).fit()
 
@@ -184,9 +189,12 @@ def max_concurrent_trials(cfg: ExperimentConfig) -> int:
     workers = max(1, cfg.train.num_workers)
     if cfg.train.use_gpu:
         return max(1, int(res.get("GPU", 0) // workers))
+    cpus = res.get("CPU", 1)
+    if len(ray.nodes()) == 1:  # a local instance may advertise more logical CPUs than cores exist
+        cpus = min(cpus, os.cpu_count() or cpus)
     per_trial = DRIVER_CPUS + workers * cfg.train.cpus_per_worker
     data_reserve = 1.0  # Ray Data needs CPUs of its own or it starves (RAY_NOTES.md)
-    return max(1, int((res.get("CPU", 1) - data_reserve) // per_trial))
+    return max(1, int((cpus - data_reserve) // per_trial))
 
 
 def _progress_reporter():
@@ -199,38 +207,47 @@ def _progress_reporter():
     )
 
 
-def _tuner(cfg: ExperimentConfig, storage: str, parent_run_id: str, uri: str, restore: bool):
+def _tuner(cfg: ExperimentConfig, storage: str, parent_run_id: str, uri: str, restore: bool,
+           rows: list[dict[str, Any]] | None = None):
     from ray import tune
 
     trainable = tune.with_resources(
-        tune.with_parameters(_trial_driver, base=cfg.to_dict(), parent_run_id=parent_run_id, uri=uri),
+        tune.with_parameters(_trial_driver, base=cfg.to_dict(), parent_run_id=parent_run_id, uri=uri, rows=rows),
         {"cpu": DRIVER_CPUS},
     )
     path = f"{storage.rstrip('/')}/{cfg.sweep.name}"
     if restore and tune.Tuner.can_restore(path):
         log.info("restoring interrupted sweep from %s", path)
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False), path
-    space = DefineByRun(parse_space(cfg.sweep.search_space, cfg), cfg.sweep.include_baseline,
-                        {"objective.kind": "full"})
-    tune_config = tune.TuneConfig(
-        search_alg=_searcher(cfg, space), scheduler=_scheduler(cfg),
-        num_samples=cfg.sweep.num_samples + int(cfg.sweep.include_baseline),
-        max_concurrent_trials=max_concurrent_trials(cfg),
-        time_budget_s=cfg.sweep.time_budget_s or None,
-    )
+    if rows is not None:  # a fixed table of configs (reproduce_paper): one trial per row, no searcher
+        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent_trials(cfg),
+                                      time_budget_s=cfg.sweep.time_budget_s or None)
+        param_space = {ROW_KEY: tune.grid_search(list(range(len(rows))))}
+    else:
+        space = DefineByRun(parse_space(cfg.sweep.search_space, cfg), cfg.sweep.include_baseline,
+                            {"objective.kind": "full"})
+        tune_config = tune.TuneConfig(
+            search_alg=_searcher(cfg, space), scheduler=_scheduler(cfg),
+            num_samples=cfg.sweep.num_samples + int(cfg.sweep.include_baseline),
+            max_concurrent_trials=max_concurrent_trials(cfg),
+            time_budget_s=cfg.sweep.time_budget_s or None,
+        )
+        param_space = None
     run_config = tune.RunConfig(
         name=cfg.sweep.name, storage_path=storage,
         failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         callbacks=[_end_child_runs_callback(uri, parent_run_id)],
         progress_reporter=_progress_reporter(), verbose=1,
     )
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config), path
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config, param_space=param_space), path
 
 
-def _summaries(grid, cfg: ExperimentConfig) -> list[TrialSummary]:
+def _summaries(grid, rows: list[dict[str, Any]] | None) -> list[TrialSummary]:
     out = []
     for res in grid:
         params = dict(res.config or {})
+        if rows is not None and ROW_KEY in params:
+            params = dict(rows[params[ROW_KEY]])
         metrics = {k: float(v) for k, v in (res.metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         trial_id = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
@@ -256,25 +273,49 @@ def _parent_run(cfg: ExperimentConfig, uri: str, restore: bool) -> str:
     return run.info.run_id
 
 
-def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore: bool = True) -> SweepResult:
-    """Run (or resume) the sweep described by ``cfg.sweep`` on the connected Ray cluster."""
+def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore: bool = True,
+              rows: list[dict[str, Any]] | None = None) -> SweepResult:
+    """Run (or resume) the sweep described by ``cfg.sweep`` on the connected Ray cluster.
+
+    ``rows``: instead of searching, run this fixed list of dotted-key overrides, one trial each (each row
+    may carry ``sweep_role`` naming it, e.g. the ablation row's label).
+    """
     import ray
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"))
-    parse_space(cfg.sweep.search_space, cfg)  # fail before any trial starts
+    if rows is None:
+        parse_space(cfg.sweep.search_space, cfg)  # fail before any trial starts
+    else:
+        for row in rows:  # every row must build a valid config before any trial starts
+            ExperimentConfig.from_flat(trial_overrides(row), base=cfg)
+    # quality exists only after the final evaluation, so early results cannot carry the searcher's metric
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     uri = tracking_uri(cfg)
     storage = storage_path or cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
     parent = _parent_run(cfg, uri, restore)
-    tuner, path = _tuner(cfg, storage, parent, uri, restore)
-    grid = tuner.fit()
+    tuner, path = _tuner(cfg, storage, parent, uri, restore, rows)
+    try:
+        grid = tuner.fit()
+    except BaseException:  # the sweep itself broke: leave no run RUNNING forever in the UI
+        _fail_open_runs(uri, parent)
+        raise
     result = SweepResult(name=cfg.sweep.name, quality_key=cfg.sweep.metric, cost_key=cfg.sweep.cost_metric,
-                         trials=_summaries(grid, cfg), parent_run_id=parent, tracking_uri=uri, experiment_path=path)
+                         trials=_summaries(grid, rows), parent_run_id=parent, tracking_uri=uri, experiment_path=path)
     done = [t for t in result.trials if t.status != "ERROR"]
     points = [(t.metrics.get(result.quality_key, math.nan), t.metrics.get(result.cost_key, math.nan)) for t in done]
     result.pareto = [done[i].trial_id for i in pareto_front(points)]
     _log_report(cfg, result)
     return result
+
+
+def _fail_open_runs(uri: str, parent_run_id: str) -> None:
+    client = _client(uri)
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    children = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+    for run in [*children, client.get_run(parent_run_id)]:
+        if run.info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status="FAILED")
 
 
 def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
@@ -283,6 +324,9 @@ def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
     out = cfg.experiment.workdir_path() / "reports" / cfg.sweep.name
     out.mkdir(parents=True, exist_ok=True)
     files = sweep_report(result, out)
+    summary = out / "report.json"  # machine-readable twin of report.md (trials, metrics, Pareto ids)
+    summary.write_text(json.dumps(dataclasses.asdict(result), indent=1, default=str))
+    files.append(summary)
     client = _client(result.tracking_uri)
     for path in files:
         sub = path.parent.relative_to(out).as_posix()

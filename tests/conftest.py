@@ -73,7 +73,7 @@ def mlflow_server(tmp_path_factory):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(uri + "/health", 120, proc)
+        _wait_http(uri + "/health", 300, proc)  # importing mlflow is slow on a loaded 2-core box
         yield uri
     finally:
         proc.terminate()

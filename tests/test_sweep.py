@@ -1,0 +1,165 @@
+"""End-to-end sweep tests on the shared local Ray against a real MLflow server on 127.0.0.1.
+
+Each trial is a real (tiny) Ray Train run, so these are the slowest tests; they share one smoke sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from arvid_ray.search import pareto_front
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "experiments"))
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(ray_session, mlflow_server, tmp_path_factory, monkeypatch_module):
+    import tune_window
+
+    workdir = tmp_path_factory.mktemp("sweep-work")
+    monkeypatch_module.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    t0 = time.time()
+    rc = tune_window.main(["--smoke-test", f"experiment.workdir={workdir}", "experiment.name=smoke-e2e"])
+    assert rc == 0
+    return {"workdir": workdir, "uri": mlflow_server, "seconds": time.time() - t0}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _runs(uri: str, experiment: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id])
+
+
+def test_smoke_sweep_logs_parent_children_and_pareto(smoke_sweep):
+    client, runs = _runs(smoke_sweep["uri"], "smoke-e2e")
+    parents = [r for r in runs if r.data.tags.get("arvid.role") == "parent"]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) >= 2
+    roles = {c.data.tags.get("arvid.role") for c in children}
+    assert roles == {"baseline", "search"}
+    for child in children:
+        assert child.info.status == "FINISHED", child.data.tags
+        assert "objective.kind" in child.data.params and "objective.reco_weight" in child.data.params
+        assert child.data.metrics["cost/gpu_hours"] > 0
+        assert "eval/fd_synthc3d" in child.data.metrics
+        assert "train/loss" in child.data.metrics
+    searched = [c for c in children if c.data.tags["arvid.role"] == "search"]
+    assert all(c.data.params["objective.kind"] in ("local", "fewer_frames") for c in searched)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "report.md" in artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/pareto.png" in plots
+    assert smoke_sweep["seconds"] < 240, f"smoke sweep took {smoke_sweep['seconds']:.0f}s (budget 180s on CI)"
+
+
+def test_multi_objective_result_is_non_dominated(smoke_sweep):
+    from arvid_ray.sweep import SWEEP_TAG
+
+    client, runs = _runs(smoke_sweep["uri"], "smoke-e2e")
+    parent = next(r for r in runs if r.data.tags.get("arvid.role") == "parent")
+    report = Path(client.download_artifacts(parent.info.run_id, "report.json"))
+    data = json.loads(report.read_text())
+    points = [(t["metrics"]["eval/fd_synthc3d"], t["metrics"]["cost/gpu_hours"]) for t in data["trials"]]
+    ids = [t["trial_id"] for t in data["trials"]]
+    assert sorted(data["pareto"]) == sorted(ids[i] for i in pareto_front(points))
+    for pid in data["pareto"]:  # no returned point is dominated by any other trial
+        p = points[ids.index(pid)]
+        assert not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)
+    assert parent.data.tags[SWEEP_TAG] == data["name"]
+
+
+def test_failed_trial_is_recorded_and_sweep_completes(ray_session, mlflow_server, tmp_path):
+    from arvid_ray.config import load_config
+    from arvid_ray.sweep import run_sweep
+
+    cfg = load_config(None, [
+        f"experiment.workdir={tmp_path}", "experiment.name=failing-sweep", f"tracking.uri={mlflow_server}",
+        "sweep.name=fails", "sweep.include_baseline=false", "sweep.num_samples=2", "sweep.mode=single",
+        "data.tokens_path=/nonexistent/unused.parquet",
+    ])
+    # window 9 > 5 latent frames: every proposal is refused by the config → failed trials, finished sweep
+    cfg = cfg.replace(**{"sweep.search_space": {"objective.window_frames": {"type": "choice", "values": [9]}}})
+    result = run_sweep(cfg, storage_path=str(tmp_path / "sweeps"), restore=False)
+    assert [t.status for t in result.trials] == ["ERROR", "ERROR"]
+    assert all("window is larger than the clip" in (t.error or "") for t in result.trials)
+    _, runs = _runs(mlflow_server, "failing-sweep")
+    children = [r for r in runs if r.data.tags.get("arvid.role") == "search"]
+    assert len(children) == 2 and all(r.info.status == "FAILED" for r in children)
+    assert all("window is larger" in r.data.tags["arvid.error"] for r in children)
+
+
+def test_restore_finishes_an_interrupted_sweep(smoke_sweep, ray_session):
+    """Kill a sweep process after its first trial finishes; --resume runs the rest."""
+    workdir = smoke_sweep["workdir"]  # reuses the smoke sweep's data and token caches
+    ray = ray_session
+    args = [sys.executable, str(ROOT / "experiments" / "tune_window.py"), "--smoke-test",
+            f"experiment.workdir={workdir}", "experiment.name=restore-e2e", "sweep.name=restore",
+            "sweep.num_samples=2", f"tracking.uri={smoke_sweep['uri']}"]
+    state_dir = Path(workdir) / "sweeps" / "restore"
+    # join the session's Ray instance (one cluster per machine): killing the driver ends its job's actors
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and _finished_trials(state_dir) < 1:
+            assert proc.poll() is None, "sweep exited before it could be interrupted"
+            time.sleep(2)
+        assert _finished_trials(state_dir) >= 1
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=420, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _finished_trials(state_dir) == 3  # baseline + 2 searched
+
+
+def _finished_trials(state_dir: Path) -> int:
+    states = sorted(state_dir.glob("experiment_state-*.json"))
+    if not states:
+        return 0
+    try:
+        data = json.loads(states[-1].read_text())
+    except json.JSONDecodeError:
+        return 0
+    return sum('"TERMINATED"' in json.dumps(t) for t in data.get("trial_data", []))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
+def test_mlflow_ui_shows_child_runs_in_a_browser(smoke_sweep, artifacts_dir):
+    client, runs = _runs(smoke_sweep["uri"], "smoke-e2e")
+    exp_id = runs[0].info.experiment_id
+    shot = artifacts_dir / "mlflow_ui_smoke_sweep.png"
+    url = f"{smoke_sweep['uri']}/#/experiments/{exp_id}"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={artifacts_dir / 'chromium-profile'}", "--window-size=1600,1000",
+             "--virtual-time-budget=20000"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    children = [r for r in runs if r.data.tags.get("arvid.role") in ("baseline", "search")]
+    for child in children:
+        assert child.info.run_name in dom.stdout, f"run {child.info.run_name} not shown in the MLflow UI"
