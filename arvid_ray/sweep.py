@@ -254,8 +254,15 @@ def _summaries(grid, rows: list[dict[str, Any]] | None) -> list[TrialSummary]:
         status = "ERROR" if res.error else "TERMINATED"
         out.append(TrialSummary(trial_id=trial_id, role=str(params.get(ROLE_KEY, "search")), status=status,
                                 params=trial_overrides(params), metrics=metrics,
-                                error=str(res.error).splitlines()[0][:300] if res.error else None))
+                                error=_error_line(res.error) if res.error else None))
     return out
+
+
+def _error_line(error: BaseException) -> str:
+    """The root cause's message (Tune wraps trial errors in several layers of tracebacks)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    causes = [ln for ln in lines if "Error:" in ln and not ln.startswith(("ray.", "File "))]
+    return (causes[-1] if causes else lines[-1] if lines else repr(error))[:500]
 
 
 def _parent_run(cfg: ExperimentConfig, uri: str, restore: bool) -> str:

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from arvid_ray.config import ConfigError, ExperimentConfig
-from arvid_ray.search import ROLE_KEY, DefineByRun, parse_space, pareto_front, trial_overrides
+from arvid_ray.search import ROLE_KEY, DefineByRun, pareto_front, parse_space, trial_overrides
 
 SPACE = {
     "objective.kind": {"type": "choice", "values": ["local", "fewer_frames"]},

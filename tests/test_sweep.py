@@ -144,15 +144,20 @@ def _finished_trials(state_dir: Path) -> int:
         data = json.loads(states[-1].read_text())
     except json.JSONDecodeError:
         return 0
-    return sum('"TERMINATED"' in json.dumps(t) for t in data.get("trial_data", []))
+    # trial_data holds one JSON document per trial (a string), each with the trial's status
+    trials = [json.loads(t) if isinstance(t, str) else t for t in data.get("trial_data", [])]
+    return sum(t.get("status") == "TERMINATED" for t in trials if isinstance(t, dict))
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
 def test_mlflow_ui_shows_child_runs_in_a_browser(smoke_sweep, artifacts_dir):
     client, runs = _runs(smoke_sweep["uri"], "smoke-e2e")
     exp_id = runs[0].info.experiment_id
+    children = [r for r in runs if r.data.tags.get("arvid.role") in ("baseline", "search")]
     shot = artifacts_dir / "mlflow_ui_smoke_sweep.png"
-    url = f"{smoke_sweep['uri']}/#/experiments/{exp_id}"
+    # the run-comparison view README's three clicks lead to: child runs side by side
+    ids = json.dumps([r.info.run_id for r in children]).replace(" ", "")
+    url = f"{smoke_sweep['uri']}/#/compare-runs?runs={ids}&experiments=[\"{exp_id}\"]"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={artifacts_dir / 'chromium-profile'}", "--window-size=1600,1000",
@@ -160,6 +165,6 @@ def test_mlflow_ui_shows_child_runs_in_a_browser(smoke_sweep, artifacts_dir):
     dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     subprocess.run(["chromium", *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
-    children = [r for r in runs if r.data.tags.get("arvid.role") in ("baseline", "search")]
+    assert f"Comparing {len(children)} Runs" in dom.stdout
     for child in children:
         assert child.info.run_name in dom.stdout, f"run {child.info.run_name} not shown in the MLflow UI"
