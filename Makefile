@@ -16,7 +16,7 @@ install: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 
 demo: install
-	$(BIN)/python experiments/run_demo.py
+	$(BIN)/python experiments/tune_window.py
 
 test: install
 	$(BIN)/python -m pytest -q tests
