@@ -34,7 +34,7 @@ log = logging.getLogger("train_embedded_tokenizer")
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=builtin_weights_path())
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=7000)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--clip-frames", type=int, default=9, help="training crop length (1 + 4k)")
     p.add_argument("--crop", type=int, default=32, help="square spatial training crop (0 = whole frame)")

@@ -268,8 +268,8 @@ def test_cli_train_tokenizer_writes_a_loadable_checkpoint(tmp_path):
 def test_builtin_weights_reach_psnr_and_usage_bars():
     """The shipped weights still reconstruct held-out synthetic clips (val + test, 17 frames, 64x64).
 
-    Usage meets the issue's >= 50% bar; PSNR is held at the shipped run's level (24.36 dB, see
-    tokenizer_builtin.json), still below the issue's 26 dB target: more CPU steps are needed.
+    The issue's bars: PSNR >= 26 dB at 64x64 and >= 50% of the codes used (the shipped run reached
+    26.92 dB and 70.3%, see tokenizer_builtin.json).
     """
     from arvid_ray.tokenizer.clips import synthetic_clips
     from arvid_ray.tokenizer.training import reconstruction_metrics
@@ -280,6 +280,6 @@ def test_builtin_weights_reach_psnr_and_usage_bars():
     assert tok.latent_shape(17, 64, 64) == (5, 8, 8) and tok.id.startswith("builtin:")
     held_out = synthetic_clips(SynthConfig(num_videos=512, seed=0), ("val", "test"), limit=64)[:, :17]
     metrics = reconstruction_metrics(tok, held_out)
-    assert metrics["psnr"] >= 24.0, metrics
+    assert metrics["psnr"] >= 26.0, metrics
     assert metrics["codebook_usage"] >= 0.50, metrics
     assert metrics["psnr"] >= record["metrics"]["psnr"] - 0.1, (metrics, record["metrics"])
