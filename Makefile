@@ -13,7 +13,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,text]"  # text: offline sentence encoder, after torch so pip keeps the CPU build
 
 demo: install
 	$(BIN)/python experiments/tune_window.py

@@ -272,7 +272,10 @@ def _ingest_batch(batch: dict[str, np.ndarray], cfg_dict: dict, tally, s3fs=None
         item_rows, rejected = process_input(item, cfg, s3fs)
         rows.extend(item_rows)
         outcomes.append((item.uri, None if rejected is None else (rejected.code, str(rejected)), len(item_rows)))
-    tally.record.remote(outcomes)
+    # wait for the record: a fire-and-forget call could land after the driver reads the tally
+    import ray
+
+    ray.get(tally.record.remote(outcomes))
     return pa.Table.from_pylist(rows, schema=S.VIDEOS_SCHEMA)
 
 
