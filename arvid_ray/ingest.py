@@ -100,6 +100,21 @@ def resolve_videos_path(source: str) -> str:
     return str(p.resolve())
 
 
+_AUTO_DECODE_BYTES = 32 * 2**20
+_AUTO_DECODE_MAX_ROWS = 64
+
+
+def decode_rows_per_task(cfg: ExperimentConfig) -> int:
+    """Videos per decode task: ``data.decode_batch_size``, or (0 = auto) ~32 MiB of decoded uint8
+    frames per task, capped at 64 videos — large enough that per-task scheduling is noise, small
+    enough that blocks stay well under Ray Data's 128 MiB target block size."""
+    d = cfg.data
+    if d.decode_batch_size > 0:
+        return d.decode_batch_size
+    clip_bytes = d.num_frames * d.resolution * d.resolution * 3
+    return max(1, min(_AUTO_DECODE_MAX_ROWS, _AUTO_DECODE_BYTES // clip_bytes))
+
+
 def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bool, keep_split: bool = False,
                 hop: int = 0):
     """videos.parquet → Ray Dataset of decoded clips (see ``arvid_ray.video.decode.decode_batch``).
@@ -119,13 +134,15 @@ def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bo
         from ray.data.expressions import col
 
         ds = ds.filter(expr=col(S.SPLIT) == split)
+    rows = decode_rows_per_task(cfg)
     # small encoded rows arrive as one big block; split it (streaming) so decode tasks run in parallel
-    ds = ds.repartition(target_num_rows_per_block=d.decode_batch_size)
+    ds = ds.repartition(target_num_rows_per_block=rows)
     if train:
         ds = ds.randomize_block_order()
-    ds = ds.map_batches(decode_batch, batch_size=d.decode_batch_size, batch_format="numpy", num_cpus=d.decode_cpus,
+    ds = ds.map_batches(decode_batch, batch_size=rows, batch_format="numpy", num_cpus=d.decode_cpus,
                         fn_kwargs={"num_frames": d.num_frames, "stride": d.frame_stride,
-                                   "resolution": d.resolution, "train": train, "hop": hop})
+                                   "resolution": d.resolution, "train": train, "hop": hop,
+                                   "threads": max(1, int(d.decode_cpus))})
     return ds if keep_split else ds.drop_columns([S.SPLIT])
 
 

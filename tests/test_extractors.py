@@ -131,16 +131,21 @@ def _damage(clips: np.ndarray, kind: str, rng) -> np.ndarray:
         import cv2
 
         return np.stack([[cv2.GaussianBlur(f, (7, 7), 2.0) for f in c] for c in clips])
+    if kind == "noise":
+        return np.clip(clips.astype(np.int16) + rng.normal(0, 12, clips.shape), 0, 255).astype(np.uint8)
     raise ValueError(kind)
 
 
-def test_synthc3d_distance_rises_under_temporal_damage(synthc3d):
+def test_synthc3d_distance_rises_under_temporal_and_appearance_damage(synthc3d):
     clips, _ = _real_clips(96)
     a, b = clips[:48], clips[48:]
     fa = synthc3d(a)
     floor = frechet_from_features(fa, synthc3d(b))
     rng = np.random.default_rng(0)
     scores = {k: frechet_from_features(fa, synthc3d(_damage(b, k, rng)))
-              for k in ("shuffled", "frozen", "reversed_mid", "blur")}
-    for kind in ("shuffled", "frozen", "reversed_mid"):
+              for k in ("shuffled", "frozen", "reversed_mid", "blur", "noise")}
+    for kind in ("shuffled", "frozen", "reversed_mid", "blur", "noise"):
         assert scores[kind] > 2 * floor, f"{kind}: FD {scores[kind]:.3g} vs real-vs-real floor {floor:.3g}"
+    # temporal damage is not just another appearance change: each scores above blurring the same clips
+    for kind in ("shuffled", "frozen", "reversed_mid"):
+        assert scores[kind] > scores["blur"], f"{kind}: FD {scores[kind]:.3g} <= blur {scores['blur']:.3g}"

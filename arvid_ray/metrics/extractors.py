@@ -167,6 +167,31 @@ class SynthC3D(nn.Module):
         return feats, self.class_head(feats), self.integrity_head(feats)
 
 
+FEATURES_VERSION = "f2"  # f2: embedding ++ native-resolution detail energies (f1, the embedding alone, was blind to blur)
+DETAIL_LEVELS = 3
+DETAIL_SCALE = 0.5  # log-energies vary ~±1 across the dataset's random colours/sizes; halved, their share
+# of the real-vs-real floor is about that of the 128-d embedding (floor 1.2 → ~3.2 at N=48)
+
+
+def detail_energies(videos: torch.Tensor, levels: int = DETAIL_LEVELS) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) at native resolution → (B, 3 * levels) log high-pass energies.
+
+    Per colour channel and octave: the mean squared difference between the frame and its 3x3 box
+    mean, then a 2x box downsample for the next octave. Blur lowers these energies, noise and
+    blocking artefacts raise them; the SynthC3D embedding (trained on shape x direction, at 32 px)
+    is blind to both, so Fréchet features carry these 9 numbers beside it.
+    """
+    b, t, h, w, _ = videos.shape
+    x = videos.permute(0, 1, 4, 2, 3).reshape(b * t, 3, h, w).float() / 255.0
+    out = []
+    for level in range(levels):
+        local = nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+        out.append((x - local).pow(2).reshape(b, t, 3, -1).mean(dim=(1, 3)))  # (B, 3)
+        if level + 1 < levels and min(x.shape[-2:]) >= 4:
+            x = nn.functional.avg_pool2d(x, 2)
+    return DETAIL_SCALE * torch.cat(out, dim=1).clamp_min(1e-8).log()
+
+
 def synthc3d_weights_path() -> Path:
     return ASSETS / "synthc3d.pt"
 
@@ -192,18 +217,23 @@ class SynthC3DExtractor:
         self.device = torch.device(device)
         self.model.to(self.device)
         self.spec = InputSpec(num_frames=int(payload["num_frames"]), size=int(payload["size"]), value_range=(0.0, 1.0))
-        self.dim = int(arch.get("dim", 128))
-        self.id = f"synthc3d-{self.sha256[:12]}"
+        self.dim = int(arch.get("dim", 128)) + 3 * DETAIL_LEVELS  # embedding ++ detail energies
+        self.id = f"synthc3d-{self.sha256[:12]}-{FEATURES_VERSION}"
         self.batch_size = batch_size
         self.meta = meta
 
     @torch.no_grad()
     def outputs(self, videos: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Features (B, dim), class logits (B, C) and integrity logits (B, K) as float64 numpy arrays."""
+        """Features (B, dim), class logits (B, C) and integrity logits (B, K) as float64 numpy arrays.
+
+        Features = the 128-d embedding ++ ``detail_energies`` of the native-resolution frames."""
         parts: list[tuple[torch.Tensor, ...]] = []
         for i in range(0, len(videos), self.batch_size):
             x = prepare_clips(videos[i:i + self.batch_size], self.spec, self.device)
-            parts.append(tuple(o.double().cpu() for o in self.model(x)))
+            feats, class_logits, integrity_logits = self.model(x)
+            native = torch.as_tensor(np.asarray(videos[i:i + self.batch_size]))[:, : self.spec.num_frames]
+            feats = torch.cat([feats, detail_energies(native.to(self.device))], dim=1)
+            parts.append(tuple(o.double().cpu() for o in (feats, class_logits, integrity_logits)))
         return tuple(torch.cat([p[k] for p in parts]).numpy() for k in range(3))  # type: ignore[return-value]
 
     def __call__(self, videos: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -85,18 +85,28 @@ def frame_to_rgb(frame, size: int | tuple[int, int] | None = None) -> np.ndarray
     return np.ascontiguousarray(img[y0:y0 + out_h, x0:x0 + out_w])
 
 
-def iter_frames(data: VideoSource) -> Iterator:
-    """Yield every decodable av.VideoFrame of the first video stream, in presentation order."""
+def iter_frames(data: VideoSource, threads: int | None = None) -> Iterator:
+    """Yield every decodable av.VideoFrame of the first video stream, in presentation order.
+
+    ``threads``: None lets ffmpeg pick (frame + slice threads, good for one big video); an int pins
+    the decoder's thread count — Ray decode tasks pass their CPU share so K tasks on K cores do not
+    oversubscribe them (for small clips one thread is also the fastest: no thread-pool start-up).
+    """
     with open_container(data) as container:
         if not container.streams.video:
             raise ValueError("the input has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if threads is None:
+            stream.thread_type = "AUTO"
+        else:
+            stream.thread_count = max(1, int(threads))
+            if threads > 1:
+                stream.thread_type = "AUTO"
         yield from container.decode(stream)
 
 
 def decode_clip(data: VideoSource, start: int = 0, num_frames: int | None = None, stride: int = 1,
-                size: int | tuple[int, int] | None = None) -> np.ndarray:
+                size: int | tuple[int, int] | None = None, threads: int | None = None) -> np.ndarray:
     """Decode frames ``start, start+stride, ...`` (``num_frames`` of them, None = to the end).
 
     Returns uint8 [T, H, W, 3] RGB. ``size``: None keeps the decoded size (rotation applied); an int
@@ -108,7 +118,7 @@ def decode_clip(data: VideoSource, start: int = 0, num_frames: int | None = None
                          f"start={start}, stride={stride}, num_frames={num_frames}")
     last = None if num_frames is None else start + (num_frames - 1) * stride
     out: list[np.ndarray] = []
-    frames = iter_frames(data)
+    frames = iter_frames(data, threads)
     try:
         for i, frame in enumerate(frames):
             if i >= start and (i - start) % stride == 0:
@@ -138,7 +148,7 @@ def _empty_clips(num_frames: int, resolution: int) -> dict[str, np.ndarray]:
 
 
 def decode_batch(batch: dict[str, np.ndarray], num_frames: int, stride: int, resolution: int,
-                 train: bool, hop: int = 0) -> dict[str, np.ndarray]:
+                 train: bool, hop: int = 0, threads: int | None = None) -> dict[str, np.ndarray]:
     """map_batches fn: encoded videos → clips. Train: one clip per video at a random start; eval: the
     clip at frame 0, or (``hop`` > 0) every clip starting at a multiple of ``hop``. Videos shorter than
     the clip span are dropped with a warning."""
@@ -153,9 +163,9 @@ def decode_batch(batch: dict[str, np.ndarray], num_frames: int, stride: int, res
         starts = _clip_starts(n, span, train, hop, rng)
         if len(starts) == 1:
             clips = [decode_clip(batch[S.VIDEO][i], start=starts[0], num_frames=num_frames, stride=stride,
-                                 size=resolution)]  # (T, H, W, 3)
+                                 size=resolution, threads=threads)]  # (T, H, W, 3)
         else:  # decode once up to the last window, slice every window out of it
-            full = decode_clip(batch[S.VIDEO][i], num_frames=starts[-1] + span, size=resolution)
+            full = decode_clip(batch[S.VIDEO][i], num_frames=starts[-1] + span, size=resolution, threads=threads)
             clips = [full[s:s + span:stride] for s in starts]
         for start, frames in zip(starts, clips):
             out[S.FRAMES].append(frames)
