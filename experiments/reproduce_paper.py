@@ -1,6 +1,6 @@
 """Reproduce the paper's ablation table (Zhou & Shen 2026, Table "Local Opt. + ReCo") with arvid-ray.
 
-    python experiments/reproduce_paper.py --scale cpu            # committed CPU table, <= 60 min on 2 cores
+    python experiments/reproduce_paper.py --scale cpu --seeds 0 1   # committed CPU table, <= 60 min on 2 cores
     python experiments/reproduce_paper.py --smoke-test           # CI: every row present and numeric
     python experiments/reproduce_paper.py --scale paper --config experiments/configs/ffs.yaml   # GPU cluster
 
@@ -42,7 +42,8 @@ ROWS: list[tuple[str, dict]] = [
 ]
 
 SCALES = {
-    "cpu": ["model.preset=debug", "data.resolution=64", "data.num_frames=17", "train.steps=300",
+    "cpu": ["model.preset=debug", "data.resolution=64", "data.num_frames=17", "train.steps=800", "train.lr=1e-3",
+            "train.warmup_steps=40",
             "synth.num_videos=512", "eval.num_videos=64", "eval.drift_multipliers=[2,4]"],
     "paper": ["model.preset=B", "data.num_frames=17", "data.resolution=128", "train.use_gpu=true",
               "train.lr=1e-4", "eval.num_videos=2048", "eval.drift_multipliers=[2,4]"],
