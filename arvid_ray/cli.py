@@ -127,7 +127,9 @@ def _sweep(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     result = run_sweep(prepare_inputs(cfg), storage_path=storage, restore=args.resume)
     for t in result.best(3):
         print(f"best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.4g} {t.params}")
-    print(f"mlflow ui --backend-store-uri {result.tracking_uri}")
+    from arvid_ray.tracking import ui_hint
+
+    print(ui_hint(result.tracking_uri))
     return 0
 
 

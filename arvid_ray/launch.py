@@ -118,6 +118,9 @@ def build_trainer(
     cfg = resolve_for_workers(cfg)
     run_dir = _local_run_dir(cfg)
     cfg, _ = _start_tracking(cfg, run_dir)
+    # rows that are the same every epoch may be replayed from worker memory (data.worker_cache_mb): a
+    # token cache, or datasets the caller built; clips tokenized on the fly get new random starts per pass
+    fixed_rows = datasets is not None or bool(cfg.data.tokens_path)
     if datasets is None:
         from arvid_ray.data import token_dataset
 
@@ -137,6 +140,7 @@ def build_trainer(
             "cfg": cfg.to_dict(),
             "run_dir": str(run_dir),
             "has_val": "val" in datasets,
+            "fixed_train_rows": fixed_rows,
             "final_hook": _final_eval if cfg.train.final_eval else None,
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

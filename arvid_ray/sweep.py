@@ -202,8 +202,8 @@ def _progress_reporter():
 
     return CLIReporter(
         metric_columns={"step": "step", "train/loss": "loss", "train/tokens_per_s": "tok/s",
-                        "progress/eta_s": "eta s", "eval/val_ce": "val ce", "cost/gpu_hours": "acc-h"},
-        max_report_frequency=30,
+                        "train/eta_s": "eta s", "eval/val_ce": "val ce", "cost/gpu_hours": "acc-h"},
+        max_report_frequency=30, print_intermediate_tables=True,  # live table at verbose=1 too
     )
 
 
@@ -298,6 +298,9 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
             ExperimentConfig.from_flat(trial_overrides(row), base=cfg)
     # quality exists only after the final evaluation, so early results cannot carry the searcher's metric
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # Tune's default (new) console output ignores a ProgressReporter ("AIR_VERBOSITY is set, ignoring
+    # passed-in ProgressReporter"); the classic table is the one that shows per-trial tok/s and ETA
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     uri = tracking_uri(cfg)
     storage = storage_path or cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
     parent = _parent_run(cfg, uri, restore)

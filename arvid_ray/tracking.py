@@ -25,7 +25,7 @@ from arvid_ray.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Tracker", "resolve_tracking_uri", "end_run", "read_metrics_jsonl", "RUN_NAME_TAG"]
+__all__ = ["Tracker", "resolve_tracking_uri", "end_run", "read_metrics_jsonl", "ui_hint", "RUN_NAME_TAG"]
 
 _STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 RUN_NAME_TAG = "arvid.run_name"  # the stable training-run name; a re-launch resumes the run carrying it
@@ -42,6 +42,14 @@ def resolve_tracking_uri(cfg: ExperimentConfig) -> str:
             return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).expanduser().resolve())
         return uri
     return f"sqlite:///{cfg.experiment.workdir_path() / 'mlruns.db'}"
+
+
+def ui_hint(uri: str) -> str:
+    """How to open the MLflow UI for ``uri``: a running server is opened in a browser (through an SSH
+    tunnel on a cluster); a local store (sqlite / directory) is served with ``mlflow ui``."""
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser (tunnel the port first when it is on a remote head node)"
+    return f"mlflow ui --backend-store-uri {uri}"
 
 
 def _reachable(uri: str, timeout: float = 3.0) -> str | None:

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from arvid_ray.sweep import fresh_sweep_name, prepare_inputs, run_sweep
+    from arvid_ray.tracking import ui_hint
 
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.3f} "
               f"{result.cost_key}={t.metrics.get(result.cost_key, float('nan')):.5f} {t.params}")
     print(f"  Pareto front (quality vs cost): {', '.join(result.pareto) or 'empty'}")
-    print(f"\nCompare cost against quality in the MLflow UI:\n  mlflow ui --backend-store-uri {result.tracking_uri}"
+    print(f"\nCompare cost against quality in the MLflow UI:\n  {ui_hint(result.tracking_uri)}"
           f"\n  then open experiment '{cfg.experiment.name}', run '{result.name}' → its child runs; "
           f"the Pareto plot is the parent run's artifact plots/pareto.png")
     return 0

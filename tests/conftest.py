@@ -51,6 +51,17 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
     raise RuntimeError(f"server at {url} did not come up within {timeout}s")
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """The session's one local Ray instance (4 logical CPUs on a 2-core machine)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.launch import resolve_for_workers, run_name, storage_root
@@ -175,3 +176,52 @@ def test_cli_train_in_process_on_the_synthetic_dataset_and_relaunch_resumes(tmp_
     assert [r["step"] for r in read_metrics_jsonl(run_dir)] == [2, 3]  # log_every=10: ckpt and last step
     assert main(args) == 0  # same run name: resumes at step 3, nothing left to train, one final report
     assert [r["step"] for r in read_metrics_jsonl(run_dir)] == [2, 3, 3]
+
+
+class _CountingShard:
+    """A real Ray DataIterator that also counts how many times a pass was started."""
+
+    def __init__(self, it):
+        self.it, self.passes = it, 0
+
+    def iter_batches(self, **kwargs):
+        self.passes += 1
+        return self.it.iter_batches(**kwargs)
+
+
+def _ids(batches) -> list[int]:
+    return [int(v) for b in batches for v in b["label"]]
+
+
+def test_worker_replays_a_fitting_token_shard_from_memory_after_one_pass(ray_session):
+    import ray
+
+    from arvid_ray.train.worker import epoch_batches
+
+    rows = [{"tokens": np.full((2, 2, 2), i, np.int32), "label": i, "caption": f"c{i}"} for i in range(20)]
+    cfg = ExperimentConfig.from_flat({"data.batch_size": 4})
+    shard = _CountingShard(ray.data.from_items(rows).iterator())
+    epochs = epoch_batches(shard, cfg, train=True, fixed_rows=True)
+
+    first = list(epochs(0))
+    second, third = list(epochs(1)), list(epochs(2))
+    assert shard.passes == 1  # epochs 1 and 2 never restarted the Ray Data stream
+    assert sorted(_ids(first)) == sorted(_ids(second)) == sorted(_ids(third)) == list(range(20))
+    assert _ids(second) != _ids(third)  # reshuffled per epoch, seeded
+    assert _ids(list(epochs(1))) == _ids(second)
+    for batch in second:
+        assert batch["tokens"].dtype == torch.long and batch["tokens"].shape == (4, 2, 2, 2)
+        assert (batch["tokens"][:, 0, 0, 0] == batch["label"]).all()  # rows stay whole
+        assert batch["caption"] == [f"c{int(i)}" for i in batch["label"]]
+
+    # an interrupted first pass caches nothing; on-the-fly clips (no token cache) and a 0 MiB budget stream
+    partial = _CountingShard(ray.data.from_items(rows).iterator())
+    epochs = epoch_batches(partial, cfg, train=True, fixed_rows=True)
+    next(iter(epochs(0)))
+    list(epochs(1))
+    assert partial.passes == 2
+    for fixed, override in ((False, {}), (True, {"data.worker_cache_mb": 0})):
+        streamed = _CountingShard(ray.data.from_items(rows).iterator())
+        epochs = epoch_batches(streamed, cfg.replace(**override), train=True, fixed_rows=fixed)
+        list(epochs(0)), list(epochs(1))
+        assert streamed.passes == 2

@@ -15,16 +15,9 @@ from arvid_ray.config import ConfigError, ModelConfig
 from arvid_ray.model import PRESETS, build_model, resolve_dims
 from arvid_ray.model.conditioning import HashingTextEncoder
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VOCAB, SHAPE = 32, (3, 2, 3)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(**kw):

@@ -11,18 +11,11 @@ from arvid_ray.config import ConfigError, ExperimentConfig
 from arvid_ray.model import build_model
 from arvid_ray.objectives import build_objective, reco_loss, sample_window_start, window_starts
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VOCAB = 48
 BASE = {"data.num_frames": 17, "data.resolution": 16, "tokenizer.spatial_down": 8, "model.cfg_dropout": 0.0}
 # 17 frames → 5 latent frames of 2 x 2 tokens
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(**kw) -> ExperimentConfig:

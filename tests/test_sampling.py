@@ -9,16 +9,9 @@ from arvid_ray.config import ModelConfig, SamplingConfig
 from arvid_ray.model import build_model
 from arvid_ray.sampling import _decode, context_schedule, generate, guide, sample_logits
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 VOCAB, SHAPE = 24, (3, 2, 2)  # trained on 3 latent frames of 2 x 2 tokens
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _model(**kw):

@@ -5,6 +5,8 @@ Each trial is a real (tiny) Ray Train run, so these are the slowest tests; they 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -30,9 +32,20 @@ def smoke_sweep(ray_session, mlflow_server, tmp_path_factory, monkeypatch_module
     workdir = tmp_path_factory.mktemp("sweep-work")
     monkeypatch_module.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     t0 = time.time()
-    rc = tune_window.main(["--smoke-test", f"experiment.workdir={workdir}", "experiment.name=smoke-e2e"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = tune_window.main(["--smoke-test", f"experiment.workdir={workdir}", "experiment.name=smoke-e2e"])
+    sys.stdout.write(out.getvalue())
     assert rc == 0
-    return {"workdir": workdir, "uri": mlflow_server, "seconds": time.time() - t0}
+    return {"workdir": workdir, "uri": mlflow_server, "seconds": time.time() - t0, "stdout": out.getvalue()}
+
+
+def test_smoke_sweep_prints_live_trial_table_with_throughput_and_eta(smoke_sweep):
+    text = smoke_sweep["stdout"]
+    assert "Trial status" in text or "== Status ==" in text, text[-2000:]
+    for column in ("tok/s", "eta s", "acc-h"):
+        assert column in text, f"column {column!r} missing from the progress table"
+    assert f"open {smoke_sweep['uri']}" in text  # the run ends by saying how to open the comparison
 
 
 @pytest.fixture(scope="module")

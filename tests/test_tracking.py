@@ -115,3 +115,10 @@ def test_sqlite_store_works_with_system_metrics(tmp_path):
     again = Tracker(_cfg(uri))  # a re-launch of the same training run continues its MLflow run
     assert again.start(run_name="stable-name", resume_by_name=True) == run_id
     assert Tracker(_cfg(uri)).start(run_name="stable-name") != run_id  # without resume_by_name: a new run
+
+
+def test_ui_hint_serves_local_stores_and_opens_servers():
+    from arvid_ray.tracking import ui_hint
+
+    assert ui_hint("sqlite:////tmp/x/mlflow.db") == "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db"
+    assert ui_hint("http://127.0.0.1:5000").startswith("open http://127.0.0.1:5000 ")

@@ -21,6 +21,8 @@ from arvid_ray.train.checkpoint import latest_checkpoint
 from arvid_ray.train.loop import LocalReporter, build_training_model, cycle, train_loop
 from arvid_ray.train.step import build_optimizer, grad_accum_steps, lr_factor
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 GOLDEN = Path(__file__).parent / "golden" / "train_loop_local_reco.json"
 
 BASE = ExperimentConfig().replace(
@@ -52,14 +54,6 @@ def pattern_batches(epoch: int, batch_size: int = 4, n_batches: int = 8, vocab: 
         label = torch.randint(16, (batch_size,), generator=g)
         tokens = (label.view(-1, 1, 1, 1) * 37 + t * 5 + i * 3 + j) % vocab  # (B, t, h, w)
         yield {"tokens": tokens.long(), "label": label, "caption": [""] * batch_size}
-
-
-@pytest.fixture(autouse=True)
-def _few_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_debug_model_fits_the_pattern_and_validates():

@@ -325,6 +325,8 @@ def train_loop(
             **_window_means(window),
             **run.meter.metrics(),
         }
+        # time left for the remaining optimizer steps at the recent pace (excludes evaluations)
+        metrics["train/eta_s"] = (cfg.train.steps - step) * metrics["train/step_time_s"]
         window = []
         if do_eval and val_batches is not None:
             metrics["eval/val_ce"] = run.validate(val_batches)

@@ -15,8 +15,9 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from arvid_ray.train.loop import SaveFn, cycle, train_loop
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_worker", "allreduce_grads", "collate_tokens", "RayReporter", "FAIL_MARKER"]
+__all__ = ["train_worker", "allreduce_grads", "collate_tokens", "epoch_batches", "RayReporter", "FAIL_MARKER"]
 
 FAIL_MARKER = "fail_at_step.injected"
 FinalHook = Callable[..., dict[str, float]]  # (cfg, model, *, tracker, out_dir) -> metrics
@@ -65,16 +66,37 @@ def collate_tokens(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 
 @dataclass
 class RayReporter:
-    """Every rank calls ``ray.train.report`` at the same cadence; rank 0 also logs to MLflow/JSONL."""
+    """Every rank calls ``report`` at the same steps; rank 0 logs each to MLflow/JSONL, and all ranks
+    pass it on to ``ray.train.report`` when it carries a checkpoint or a validation, is the last step,
+    or ``train.report_interval_s`` has passed since the previous Ray report (on any rank: the ranks
+    agree with one tiny all-reduce, because Ray's report is a collective)."""
 
     rank: int
     tracker: Tracker | None
+    total_steps: int = 0
+    interval_s: float = 0.0
+    _last: float = field(default_factory=time.monotonic)
+
+    def _due(self, step: int, metrics: dict[str, float], save: SaveFn | None) -> bool:
+        if save is not None or "eval/val_ce" in metrics or step >= self.total_steps:
+            return True
+        due = time.monotonic() - self._last >= self.interval_s
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = torch.tensor([1.0 if due else 0.0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            due = bool(flag.item() > 0)
+        return due
 
     def report(self, step: int, metrics: dict[str, float], save: SaveFn | None) -> None:
         import ray.train
 
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step)
+        if not self._due(step, metrics, save):
+            return
+        self._last = time.monotonic()
         if save is None:
             ray.train.report(metrics)
             return
@@ -90,25 +112,70 @@ class RayReporter:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _shard_batches(name: str, cfg: ExperimentConfig, train: bool) -> Callable[[int], Iterator[dict]]:
+def _shard_batches(name: str, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -> Callable[[int], Iterator[dict]]:
     import ray.train
 
-    shard = ray.train.get_dataset_shard(name)
+    return epoch_batches(ray.train.get_dataset_shard(name), cfg, train, fixed_rows)
 
-    def epoch_iter(epoch: int) -> Iterator[dict]:
+
+def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -> Callable[[int], Iterator[dict]]:
+    """Epoch → batches of ``shard`` (a Ray ``DataIterator``: this worker's shard of a dataset).
+
+    The first complete pass streams from Ray Data; if the shard fits ``data.worker_cache_mb`` and its
+    rows are the same every pass (``fixed_rows``: a token cache — not clips tokenized on the fly with
+    random starts; validation always), later passes replay it from memory, reshuffled per epoch
+    for training — a Ray Data re-execution per epoch costs seconds of stall that small datasets pay
+    every few dozen steps. Caching pins each worker to the rows of its first pass (like a sharded
+    sampler without a global reshuffle).
+    """
+    limit = cfg.data.worker_cache_mb * 2**20
+    cacheable = limit > 0 and (not train or fixed_rows)
+    cached: list[dict[str, np.ndarray]] | None = None
+
+    def stream(epoch: int) -> Iterator[dict[str, np.ndarray]]:
         shuffle = cfg.data.shuffle_buffer if train and cfg.data.shuffle_buffer > 0 else None
         return iter(
-            shard.iter_torch_batches(
+            shard.iter_batches(
                 batch_size=cfg.data.batch_size,
                 prefetch_batches=cfg.data.prefetch_batches,
+                batch_format="numpy",
                 drop_last=train,
-                collate_fn=collate_tokens,
                 local_shuffle_buffer_size=shuffle,
                 local_shuffle_seed=(cfg.experiment.seed + epoch) if shuffle else None,
             )
         )
 
+    def epoch_iter(epoch: int) -> Iterator[dict]:
+        nonlocal cached
+        if cached is not None:
+            yield from _replay(cached, cfg.data.batch_size, cfg.experiment.seed + epoch if train else None, train)
+            return
+        kept: list[dict[str, np.ndarray]] | None = [] if cacheable else None
+        size = 0
+        for batch in stream(epoch):
+            if kept is not None:
+                size += sum(v.nbytes for v in batch.values() if isinstance(v, np.ndarray))
+                if size <= limit:
+                    kept.append(batch)
+                else:
+                    kept = None  # too big: keep streaming every epoch
+            yield collate_tokens(batch)
+        if kept:  # a complete pass that fits: replay it from now on
+            cached = kept
+
     return epoch_iter
+
+
+def _replay(batches: list[dict[str, np.ndarray]], batch_size: int, seed: int | None,
+            drop_last: bool) -> Iterator[dict]:
+    """Re-batch cached rows: in a seeded permutation (``seed``) or in their original order (None)."""
+    rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    n = len(next(iter(rows.values())))
+    order = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for i in range(0, stop, batch_size):
+        idx = order[i : i + batch_size]
+        yield collate_tokens({k: v[idx] for k, v in rows.items()})
 
 
 def _fail_hook(cfg: ExperimentConfig, rank: int, world: int, run_dir: Path) -> Callable[[int], None] | None:
@@ -166,12 +233,12 @@ def train_worker(config: dict[str, Any]) -> None:
     restore, tmp = _restore_dir()
     if restore is not None and rank == 0:
         log.info("attempt resumes from %s", restore)
-    val = _shard_batches("val", cfg, train=False) if config.get("has_val") else None
+    val = _shard_batches("val", cfg, train=False, fixed_rows=True) if config.get("has_val") else None
     try:
         result = train_loop(
             cfg,
-            cycle(_shard_batches("train", cfg, train=True)),
-            reporter=RayReporter(rank, tracker),
+            cycle(_shard_batches("train", cfg, train=True, fixed_rows=bool(config.get("fixed_train_rows")))),
+            reporter=RayReporter(rank, tracker, cfg.train.steps, cfg.train.report_interval_s),
             val_batches=(lambda: val(0)) if val else None,
             rank=rank,
             world_size=world,
