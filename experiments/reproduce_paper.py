@@ -101,10 +101,37 @@ def build_table(result, seeds: list[int], cfg, command: str) -> str:
         failed = sum(t.status == "ERROR" for t in by_row.get(name, []))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} | {memr} | {len(by_row.get(name, []))}"
                      + (f" ({failed} failed)" if failed else "") + " |")
+    lines += ["", f"What the runs say about the full method ({ROWS[-1][0]}), lower is better:"]
+    for key in (COLUMNS[0][1], "eval/fvd", "eval/drift_4x", "eval/val_ce"):
+        if any(math.isfinite(v) for row, _ in ROWS for v in metric(row, key)):
+            lines += verdict(ROWS[-1][0], [ROWS[0][0], ROWS[1][0]], metric, key)
     lines += ["", "Quality is the Fréchet distance on the project's SynthC3D features (not FVD); FVD appears only "
               "when a real I3D TorchScript is given (eval.i3d_path). Speed-up = baseline step time / row step "
               "time; peak memory is the training process's peak (device memory on GPU)."]
     return "\n".join(lines) + "\n"
+
+
+def verdict(method: str, references: list[str], metric, key: str) -> list[str]:
+    """One line per reference row: does ``method`` beat it on ``key`` (lower is better) by more than
+    the seed spread, lose by more, or tie within it? Computed from the runs, so the table says it."""
+    out = []
+    m = [v for v in metric(method, key) if math.isfinite(v)]
+    for ref in references:
+        r = [v for v in metric(ref, key) if math.isfinite(v)]
+        if not m or not r:
+            out.append(f"- {method} vs {ref} on {key}: not enough finished trials to compare.")
+            continue
+        diff = statistics.fmean(m) - statistics.fmean(r)
+        spread = max((statistics.stdev(x) for x in (m, r) if len(x) > 1), default=0.0)
+        if len(m) < 2 or len(r) < 2:
+            word = "better" if diff < 0 else "worse"
+            text = f"{word} by {abs(diff):.3g} (one seed each: no spread to judge it against)"
+        elif abs(diff) <= spread:
+            text = f"within the seed spread ({diff:+.3g} vs ±{spread:.2g}): no difference shown"
+        else:
+            text = f"{'better' if diff < 0 else 'worse'} by {abs(diff):.3g}, more than the seed spread ±{spread:.2g}"
+        out.append(f"- {method} vs {ref} on {key}: {text}.")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--smoke-test", action="store_true")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results", help="where the table's copy goes")
+    parser.add_argument("--table-from-run", metavar="PARENT_RUN_ID", default=None,
+                        help="rebuild the table from a finished run's MLflow child runs (no training)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -123,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"reproduce_paper: {exc}", file=sys.stderr)
         return 2
+    if args.table_from_run:
+        return _table_from_run(args, cfg, argv)
     rows = [{**overrides, "experiment.seed": seed, "sweep_role": name} for name, overrides in ROWS for seed in args.seeds]
 
     import ray
@@ -139,21 +171,69 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python experiments/reproduce_paper.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = build_table(result, args.seeds, cfg, command.strip())
-    out_dir = HERE / "results"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     tag = "smoke" if args.smoke_test else args.scale
     out = out_dir / f"paper_ablation_{tag}_{dt.date.today().isoformat()}.md"
     out.write_text(table)
-    _log_table(result, out)
+    _log_table(result, out, command.strip())
     print(table)
     print(f"table written to {out}; MLflow parent run {result.parent_run_id} at {result.tracking_uri}")
     return 0
 
 
-def _log_table(result, path: Path) -> None:
+def _table_from_run(args, cfg, argv) -> int:
+    """The table of an earlier run, from its parent MLflow run's child runs (roles, metrics, params)."""
     from mlflow.tracking import MlflowClient
 
-    MlflowClient(tracking_uri=result.tracking_uri).log_artifact(result.parent_run_id, str(path))
+    from arvid_ray.sweep import SweepResult, TrialSummary
+    from arvid_ray.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg)
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(args.table_from_run)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{args.table_from_run}'")
+    if not children:
+        print(f"reproduce_paper: run {args.table_from_run} at {uri} has no child runs; pass the parent run id "
+              f"printed at the end of reproduce_paper.py", file=sys.stderr)
+        return 2
+    trials = [TrialSummary(trial_id=r.info.run_name or r.info.run_id, role=r.data.tags.get("arvid.role", "?"),
+                           status="ERROR" if r.info.status == "FAILED" else "TERMINATED", params=r.data.params,
+                           metrics=dict(r.data.metrics)) for r in children]
+    flat = cfg.to_flat()
+    for key in ("model.preset", "data.resolution", "data.num_frames", "train.steps", "train.global_batch_size",
+                "eval.num_videos"):
+        if key in parent.data.params and parent.data.params[key] != str(flat[key]):
+            print(f"reproduce_paper: run {args.table_from_run} used {key}={parent.data.params[key]} but this "
+                  f"command resolves {key}={flat[key]}; pass the same --scale/--config/overrides as the run",
+                  file=sys.stderr)
+            return 2
+    run_cfg = cfg.replace(**{"data.source": parent.data.params.get("data.source", cfg.data.source)})
+    seeds = sorted({int(r.data.params.get("experiment.seed", 0)) for r in children})
+    result = SweepResult(name=parent.info.run_name, quality_key=cfg.sweep.metric, cost_key=cfg.sweep.cost_metric,
+                         trials=trials, parent_run_id=args.table_from_run, tracking_uri=uri)
+    command = parent.data.tags.get("arvid.command") or " ".join(
+        ["python experiments/reproduce_paper.py", f"--scale {args.scale}", "--seeds", *map(str, seeds),
+         *(["--config", str(args.config)] if args.config else []), *args.overrides])
+    table = build_table(result, seeds, run_cfg, command)
+    table += f"\n(Rebuilt from MLflow parent run {args.table_from_run} by `python experiments/reproduce_paper.py " \
+             f"{' '.join(argv if argv is not None else sys.argv[1:])}`.)\n"
+    tag = "smoke" if args.smoke_test else args.scale
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    out = args.out_dir / f"paper_ablation_{tag}_{dt.datetime.fromtimestamp(parent.info.start_time / 1000).date()}.md"
+    out.write_text(table)
+    print(table)
+    print(f"table written to {out}")
+    return 0
+
+
+def _log_table(result, path: Path, command: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=result.tracking_uri)
+    client.set_tag(result.parent_run_id, "arvid.command", command)  # --table-from-run quotes it
+    client.log_artifact(result.parent_run_id, str(path))
 
 
 if __name__ == "__main__":

@@ -68,17 +68,21 @@ def collate_tokens(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 class RayReporter:
     """Every rank calls ``report`` at the same steps; rank 0 logs each to MLflow/JSONL, and all ranks
     pass it on to ``ray.train.report`` when it carries a checkpoint or a validation, is the last step,
-    or ``train.report_interval_s`` has passed since the previous Ray report (on any rank: the ranks
-    agree with one tiny all-reduce, because Ray's report is a collective)."""
+    follows a checkpoint, or ``train.report_interval_s`` has passed since the previous Ray report (on
+    any rank: the ranks agree with one tiny all-reduce, because Ray's report is a collective)."""
 
     rank: int
     tracker: Tracker | None
     total_steps: int = 0
     interval_s: float = 0.0
     _last: float = field(default_factory=time.monotonic)
+    _after_checkpoint: bool = False
 
     def _due(self, step: int, metrics: dict[str, float], save: SaveFn | None) -> bool:
-        if save is not None or "eval/val_ce" in metrics or step >= self.total_steps:
+        # the report after a checkpoint always goes out too: it blocks until the controller has taken the
+        # checkpoint's result (queue of 1), so a crash right after saving still restarts from it
+        if save is not None or self._after_checkpoint or "eval/val_ce" in metrics or step >= self.total_steps:
+            self._after_checkpoint = save is not None
             return True
         due = time.monotonic() - self._last >= self.interval_s
         import torch.distributed as dist
