@@ -134,7 +134,7 @@ def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -
     """
     limit = cfg.data.worker_cache_mb * 2**20
     cacheable = limit > 0 and (not train or fixed_rows)
-    cached: list[dict[str, np.ndarray]] | None = None
+    cached: dict[str, np.ndarray] | None = None  # the shard's rows, column by column
 
     def stream(epoch: int) -> Iterator[dict[str, np.ndarray]]:
         shuffle = cfg.data.shuffle_buffer if train and cfg.data.shuffle_buffer > 0 else None
@@ -164,16 +164,14 @@ def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -
                 else:
                     kept = None  # too big: keep streaming every epoch
             yield collate_tokens(batch)
-        if kept:  # a complete pass that fits: replay it from now on
-            cached = kept
+        if kept:  # a complete pass that fits: replay it from now on (concatenated once, here)
+            cached = {k: np.concatenate([b[k] for b in kept]) for k in kept[0]}
 
     return epoch_iter
 
 
-def _replay(batches: list[dict[str, np.ndarray]], batch_size: int, seed: int | None,
-            drop_last: bool) -> Iterator[dict]:
+def _replay(rows: dict[str, np.ndarray], batch_size: int, seed: int | None, drop_last: bool) -> Iterator[dict]:
     """Re-batch cached rows: in a seeded permutation (``seed``) or in their original order (None)."""
-    rows = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
     n = len(next(iter(rows.values())))
     order = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
     stop = n - n % batch_size if drop_last else n
