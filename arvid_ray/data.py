@@ -74,7 +74,7 @@ def clip_dataset(cfg: ExperimentConfig, split: str | None, train: bool, keep_spl
     """Ray Dataset of decoded clips of ``split`` (None = all splits): rows {frames uint8 [T, H, W, 3],
     label, caption, video_id, clip_start} (+ split when ``keep_split``). Streaming; decode on CPU tasks;
     train clips start at a random frame, eval clips at frame 0 (or every ``hop`` frames)."""
-    from arvid_ray.ingest import clip_stream
+    from arvid_ray.clips import clip_stream
 
     return clip_stream(videos_path(cfg), cfg, split, train, keep_split=keep_split, hop=hop)
 

@@ -6,8 +6,8 @@ through the driver. Rejected inputs are not rows of that dataset (they would bre
 VIDEOS_SCHEMA); each task reports every input's outcome to a small tally actor instead, which also
 drives the progress bar and lets the driver check that every input ended in exactly one place.
 Long or oversized sources are re-encoded (H.264) into evenly sized segments; short ones keep their
-original bytes untouched. This module owns the videos.parquet format both ways, so it also builds the
-reading side: the streamed clip decode (``clip_stream``) that data.py and tokens.py share.
+original bytes untouched. Output files are ~64 MiB with row groups of ``clips.ROW_GROUP_ROWS`` rows,
+the unit that the streamed clip decode (``arvid_ray.clips``) plans its read tasks in.
 """
 
 from __future__ import annotations
@@ -27,16 +27,18 @@ import numpy as np
 import pyarrow as pa
 
 from arvid_ray import schemas as S
+from arvid_ray.clips import ROW_GROUP_ROWS
 from arvid_ray.config import ExperimentConfig, IngestConfig, StorageConfig
 from arvid_ray.video.probe import REASONS, Rejected, VideoInfo, probe
 
 __all__ = ["ingest", "IngestSummary", "list_inputs", "s3_filesystem", "resolve_fs", "video_id_of",
-           "resolve_videos_path", "clip_stream",
+           "resolve_videos_path",
            "VIDEOS_DIR", "REJECTS_NAME", "CLASSES_NAME"]
 
 log = logging.getLogger(__name__)
 
 VIDEOS_DIR = "videos.parquet"
+_FILE_BYTES = 64 * 2**20  # videos.parquet shard size: few objects to list and open, many row groups each
 REJECTS_NAME = "rejects.jsonl"
 CLASSES_NAME = "classes.txt"
 SUMMARY_NAME = "summary.json"
@@ -98,52 +100,6 @@ def resolve_videos_path(source: str) -> str:
         raise FileNotFoundError(f"data.source={source!r} does not exist; use 'synthetic', a videos.parquet "
                                 f"directory written by `arvid-ray ingest`, or an s3:// URI")
     return str(p.resolve())
-
-
-_AUTO_DECODE_BYTES = 32 * 2**20
-_AUTO_DECODE_MAX_ROWS = 64
-
-
-def decode_rows_per_task(cfg: ExperimentConfig) -> int:
-    """Videos per decode task: ``data.decode_batch_size``, or (0 = auto) ~32 MiB of decoded uint8
-    frames per task, capped at 64 videos — large enough that per-task scheduling is noise, small
-    enough that blocks stay well under Ray Data's 128 MiB target block size."""
-    d = cfg.data
-    if d.decode_batch_size > 0:
-        return d.decode_batch_size
-    clip_bytes = d.num_frames * d.resolution * d.resolution * 3
-    return max(1, min(_AUTO_DECODE_MAX_ROWS, _AUTO_DECODE_BYTES // clip_bytes))
-
-
-def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bool, keep_split: bool = False,
-                hop: int = 0):
-    """videos.parquet → Ray Dataset of decoded clips (see ``arvid_ray.video.decode.decode_batch``).
-
-    Reads only the columns the decoder needs, filters ``split`` (None = all), decodes in CPU tasks of
-    ``data.decode_cpus`` each; train streams visit blocks in random order.
-    """
-    import ray
-
-    from arvid_ray.video.decode import decode_batch
-
-    d = cfg.data
-    filesystem, inner = resolve_fs(resolve_videos_path(videos), cfg.storage)
-    ds = ray.data.read_parquet(inner, filesystem=filesystem, columns=[
-        S.VIDEO, S.NUM_FRAMES, S.LABEL, S.CAPTION, S.VIDEO_ID, S.SEGMENT_START, S.SPLIT])
-    if split is not None:
-        from ray.data.expressions import col
-
-        ds = ds.filter(expr=col(S.SPLIT) == split)
-    rows = decode_rows_per_task(cfg)
-    # small encoded rows arrive as one big block; split it (streaming) so decode tasks run in parallel
-    ds = ds.repartition(target_num_rows_per_block=rows)
-    if train:
-        ds = ds.randomize_block_order()
-    ds = ds.map_batches(decode_batch, batch_size=rows, batch_format="numpy", num_cpus=d.decode_cpus,
-                        fn_kwargs={"num_frames": d.num_frames, "stride": d.frame_stride,
-                                   "resolution": d.resolution, "train": train, "hop": hop,
-                                   "threads": max(1, int(d.decode_cpus))})
-    return ds if keep_split else ds.drop_columns([S.SPLIT])
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -355,7 +311,8 @@ def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: Experime
 
     def write() -> None:
         try:
-            ds.write_parquet(videos_path, filesystem=filesystem)
+            ds.write_parquet(videos_path, filesystem=filesystem, min_bytes_per_file=_FILE_BYTES,
+                             row_group_size=ROW_GROUP_ROWS)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
             errors.append(exc)
 

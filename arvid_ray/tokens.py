@@ -126,7 +126,7 @@ def write_token_cache(cfg: ExperimentConfig, out: str | Path, splits: list[str] 
     """
     import pyarrow.parquet as pq
 
-    from arvid_ray.ingest import clip_stream
+    from arvid_ray.clips import clip_stream
     from arvid_ray.tokenizer import load_tokenizer
 
     out = str(out)

@@ -75,11 +75,11 @@ def frame_to_rgb(frame, size: int | tuple[int, int] | None = None) -> np.ndarray
     """One decoded av.VideoFrame → uint8 [H, W, 3], rotated, resized (area filter) and centre-cropped."""
     rot = frame_rotation(frame)
     if size is None:
-        return _apply_rotation(frame.to_ndarray(format="rgb24", interpolation="BICUBIC"), rot)  # CLI default
+        return _apply_rotation(frame.to_ndarray(format="rgb24", interpolation="BICUBIC", threads=1), rot)  # CLI default
     disp_h, disp_w = (frame.width, frame.height) if rot in (90, 270) else (frame.height, frame.width)
     new_h, new_w, out_h, out_w = resize_crop_shape(disp_h, disp_w, size)
     src_w, src_h = (new_h, new_w) if rot in (90, 270) else (new_w, new_h)  # resize before rotating
-    img = frame.to_ndarray(format="rgb24", width=src_w, height=src_h, interpolation="AREA")
+    img = frame.to_ndarray(format="rgb24", width=src_w, height=src_h, interpolation="AREA", threads=1)
     img = _apply_rotation(img, rot)  # (new_h, new_w, 3)
     y0, x0 = (new_h - out_h) // 2, (new_w - out_w) // 2
     return np.ascontiguousarray(img[y0:y0 + out_h, x0:x0 + out_w])
@@ -106,32 +106,41 @@ def iter_frames(data: VideoSource, threads: int | None = None) -> Iterator:
 
 
 def decode_clip(data: VideoSource, start: int = 0, num_frames: int | None = None, stride: int = 1,
-                size: int | tuple[int, int] | None = None, threads: int | None = None) -> np.ndarray:
+                size: int | tuple[int, int] | None = None, threads: int | None = None,
+                out: np.ndarray | None = None) -> np.ndarray:
     """Decode frames ``start, start+stride, ...`` (``num_frames`` of them, None = to the end).
 
     Returns uint8 [T, H, W, 3] RGB. ``size``: None keeps the decoded size (rotation applied); an int
     resizes the shorter side and centre-crops a square; ``(h, w)`` cover-resizes and centre-crops.
+    ``out``: a uint8 [num_frames, H, W, 3] array to decode into (saves a copy; returned).
     Raises ``ValueError`` naming the request if the video has fewer frames than the window needs.
     """
     if start < 0 or stride < 1 or (num_frames is not None and num_frames < 1):
         raise ValueError(f"need start >= 0, stride >= 1, num_frames >= 1 or None; got "
                          f"start={start}, stride={stride}, num_frames={num_frames}")
+    if out is not None and (num_frames is None or len(out) != num_frames):
+        raise ValueError(f"out= needs num_frames and {num_frames} rows; got an array of shape {out.shape}")
     last = None if num_frames is None else start + (num_frames - 1) * stride
-    out: list[np.ndarray] = []
+    got: list[np.ndarray] = []
+    n = 0
     frames = iter_frames(data, threads)
     try:
         for i, frame in enumerate(frames):
             if i >= start and (i - start) % stride == 0:
-                out.append(frame_to_rgb(frame, size))
+                if out is None:
+                    got.append(frame_to_rgb(frame, size))
+                else:
+                    out[n] = frame_to_rgb(frame, size)
+                n += 1
             if last is not None and i >= last:
                 break
     finally:
         frames.close()
-    if not out or (num_frames is not None and len(out) < num_frames):
+    if n == 0 or (num_frames is not None and n < num_frames):
         raise ValueError(f"video too short: requested {num_frames} frames from frame {start} with stride "
-                         f"{stride} but decoded only {len(out)}; lower data.num_frames/frame_stride or "
+                         f"{stride} but decoded only {n}; lower data.num_frames/frame_stride or "
                          f"raise ingest.min_frames so short videos are rejected at ingest")
-    return np.stack(out)  # (T, H, W, 3)
+    return out if out is not None else np.stack(got)  # (T, H, W, 3)
 
 
 # ----------------------------------------------------------------------------------------- batches
@@ -154,29 +163,35 @@ def decode_batch(batch: dict[str, np.ndarray], num_frames: int, stride: int, res
     the clip span are dropped with a warning."""
     span = (num_frames - 1) * stride + 1
     rng = np.random.default_rng() if train else None
-    out: dict[str, list[Any]] = {k: [] for k in (S.FRAMES, S.LABEL, S.CAPTION, S.VIDEO_ID, S.CLIP_START, S.SPLIT)}
+    plan: list[tuple[int, list[int]]] = []  # (row, clip starts) of every video long enough
     for i in range(len(batch[S.VIDEO])):
         n = int(batch[S.NUM_FRAMES][i])
         if n < span:
             log.warning("skipping %s: %d frames < clip span %d", batch[S.VIDEO_ID][i], n, span)
             continue
-        starts = _clip_starts(n, span, train, hop, rng)
+        plan.append((i, _clip_starts(n, span, train, hop, rng)))
+    total = sum(len(starts) for _, starts in plan)
+    if total == 0:
+        return _empty_clips(num_frames, resolution)
+    frames = np.empty((total, num_frames, resolution, resolution, 3), np.uint8)  # decoded into, no stacking
+    out: dict[str, list[Any]] = {k: [] for k in (S.LABEL, S.CAPTION, S.VIDEO_ID, S.CLIP_START, S.SPLIT)}
+    k = 0
+    for i, starts in plan:
         if len(starts) == 1:
-            clips = [decode_clip(batch[S.VIDEO][i], start=starts[0], num_frames=num_frames, stride=stride,
-                                 size=resolution, threads=threads)]  # (T, H, W, 3)
+            decode_clip(batch[S.VIDEO][i], start=starts[0], num_frames=num_frames, stride=stride,
+                        size=resolution, threads=threads, out=frames[k])  # (T, H, W, 3)
         else:  # decode once up to the last window, slice every window out of it
             full = decode_clip(batch[S.VIDEO][i], num_frames=starts[-1] + span, size=resolution, threads=threads)
-            clips = [full[s:s + span:stride] for s in starts]
-        for start, frames in zip(starts, clips):
-            out[S.FRAMES].append(frames)
+            for j, s in enumerate(starts):
+                frames[k + j] = full[s:s + span:stride]
+        for start in starts:
             out[S.LABEL].append(int(batch[S.LABEL][i]))
             out[S.CAPTION].append(str(batch[S.CAPTION][i]))
             out[S.VIDEO_ID].append(str(batch[S.VIDEO_ID][i]))
             out[S.CLIP_START].append(int(batch[S.SEGMENT_START][i]) + start)  # absolute source frame
             out[S.SPLIT].append(str(batch[S.SPLIT][i]))
-    if not out[S.FRAMES]:
-        return _empty_clips(num_frames, resolution)
-    return {S.FRAMES: np.stack(out[S.FRAMES]),  # (B, T, H, W, 3)
+        k += len(starts)
+    return {S.FRAMES: frames,  # (B, T, H, W, 3)
             S.LABEL: np.asarray(out[S.LABEL], np.int64), S.CAPTION: np.asarray(out[S.CAPTION], object),
             S.VIDEO_ID: np.asarray(out[S.VIDEO_ID], object), S.CLIP_START: np.asarray(out[S.CLIP_START], np.int64),
             S.SPLIT: np.asarray(out[S.SPLIT], object)}
