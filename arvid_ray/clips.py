@@ -31,7 +31,7 @@ __all__ = ["clip_stream", "plan_units", "decode_rows_per_task", "ROW_GROUP_ROWS"
 
 log = logging.getLogger(__name__)
 
-ROW_GROUP_ROWS = 8  # rows per Parquet row group written by ingest: the granularity of a read unit
+ROW_GROUP_ROWS = S.VIDEOS_ROW_GROUP_ROWS  # rows per row group written by ingest: the read-unit granularity
 _AUTO_DECODE_BYTES = 64 * 2**20
 _AUTO_DECODE_MAX_ROWS = 128
 _READ_COLUMNS = [S.VIDEO, S.NUM_FRAMES, S.LABEL, S.CAPTION, S.VIDEO_ID, S.SEGMENT_START, S.SPLIT]
@@ -166,12 +166,17 @@ class _ReadDecoder:
         return clips
 
 
-def _decode_pool_size(cfg: ExperimentConfig, units: int) -> int:
-    """Most decode actors worth running: the cluster's CPUs over ``data.decode_cpus``, at most one per unit."""
+def _decode_pool_sizes(cfg: ExperimentConfig, units: int) -> tuple[int, int]:
+    """(initial, max) decode actors (call with Ray initialised): as many as the CPUs free now can host, growing (Ray Data's
+    autoscaling) up to the cluster's CPUs over ``data.decode_cpus``; never more than one per unit.
+    Starting only what fits now keeps a busy or autoscaling cluster from queueing idle actor requests."""
     import ray
 
-    cpus = ray.cluster_resources().get("CPU", 1.0) if ray.is_initialized() else 1.0
-    return max(1, min(units, int(cpus // cfg.data.decode_cpus)))
+    def fit(cpus: float) -> int:
+        return max(1, min(units, int(cpus // cfg.data.decode_cpus)))
+
+    most = fit(ray.cluster_resources().get("CPU", 1.0))
+    return min(most, fit(ray.available_resources().get("CPU", 0.0))), most
 
 
 def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bool, keep_split: bool = False,
@@ -197,9 +202,9 @@ def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bo
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     if train:
         ds = ds.randomize_block_order()
-    size = _decode_pool_size(cfg, len(units))
+    initial, most = _decode_pool_sizes(cfg, len(units))
     ds = ds.map_batches(_ReadDecoder, batch_size=1, batch_format="numpy", num_cpus=d.decode_cpus,
-                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size, initial_size=size),
+                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=most, initial_size=initial),
                         fn_constructor_kwargs={"filesystem": filesystem, "split": split, "keep_split": keep_split, "decode_kwargs": {
                             "num_frames": d.num_frames, "stride": d.frame_stride, "resolution": d.resolution,
                             "train": train, "hop": hop, "threads": max(1, int(d.decode_cpus))}})

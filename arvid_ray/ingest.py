@@ -6,8 +6,8 @@ through the driver. Rejected inputs are not rows of that dataset (they would bre
 VIDEOS_SCHEMA); each task reports every input's outcome to a small tally actor instead, which also
 drives the progress bar and lets the driver check that every input ended in exactly one place.
 Long or oversized sources are re-encoded (H.264) into evenly sized segments; short ones keep their
-original bytes untouched. Output files are ~64 MiB with row groups of ``clips.ROW_GROUP_ROWS`` rows,
-the unit that the streamed clip decode (``arvid_ray.clips``) plans its read tasks in.
+original bytes untouched. Output files are ~64 MiB with row groups of
+``schemas.VIDEOS_ROW_GROUP_ROWS`` rows, the unit the clip stream (``arvid_ray.clips``) plans reads in.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 
 from arvid_ray import schemas as S
-from arvid_ray.clips import ROW_GROUP_ROWS
 from arvid_ray.config import ExperimentConfig, IngestConfig, StorageConfig
 from arvid_ray.video.probe import REASONS, Rejected, VideoInfo, probe
 
@@ -38,7 +37,6 @@ __all__ = ["ingest", "IngestSummary", "list_inputs", "s3_filesystem", "resolve_f
 log = logging.getLogger(__name__)
 
 VIDEOS_DIR = "videos.parquet"
-_FILE_BYTES = 64 * 2**20  # videos.parquet shard size: few objects to list and open, many row groups each
 REJECTS_NAME = "rejects.jsonl"
 CLASSES_NAME = "classes.txt"
 SUMMARY_NAME = "summary.json"
@@ -311,8 +309,8 @@ def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: Experime
 
     def write() -> None:
         try:
-            ds.write_parquet(videos_path, filesystem=filesystem, min_bytes_per_file=_FILE_BYTES,
-                             row_group_size=ROW_GROUP_ROWS)
+            ds.write_parquet(videos_path, filesystem=filesystem, min_bytes_per_file=S.VIDEOS_FILE_BYTES,
+                             row_group_size=S.VIDEOS_ROW_GROUP_ROWS)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
             errors.append(exc)
 

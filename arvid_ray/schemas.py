@@ -39,6 +39,10 @@ VIDEOS_SCHEMA = pa.schema(
     ]
 )
 NO_LABEL = -1
+# Layout written by ingest: ~64 MiB files of row groups of this many rows. Row groups are the unit the
+# clip stream plans its reads in (arvid_ray.clips), so small ones let any number of decoders share a file.
+VIDEOS_ROW_GROUP_ROWS = 8
+VIDEOS_FILE_BYTES = 64 * 2**20
 
 # ---- rejects.jsonl: one JSON object per refused input ----
 REJECT_FIELDS = (SOURCE_URI, "reason")

@@ -10,7 +10,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 
 # Modules allowed to import each framework (DESIGN.md). Paths are relative module names.
-RAY_OK = {"ingest", "tokens", "data", "train.worker", "launch", "sweep", "evaluate"}
+RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "evaluate"}
 MLFLOW_OK = {"tracking", "sweep"}
 OPTUNA_OK = {"sweep"}
 
@@ -19,7 +19,7 @@ LAYERS = [
     {"config", "schemas"},
     {"video"},
     {"tokenizer", "ingest"},
-    {"model", "tokens"},
+    {"model", "tokens", "clips"},
     {"data", "objectives", "sampling", "tracking", "metrics"},
     {"train"},
     {"launch", "evaluate", "report"},

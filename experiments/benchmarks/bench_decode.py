@@ -50,7 +50,7 @@ def write_videos(path: Path, n: int, synth: SynthConfig) -> list[bytes]:
              S.CAPTION: "", S.SPLIT: "train", S.SEGMENT_START: 0} for i, b in enumerate(blobs)]
     path.mkdir(parents=True)  # the layout `arvid-ray ingest` writes: small row groups in ~64 MiB files
     table = pa.Table.from_pylist(rows, schema=S.VIDEOS_SCHEMA)
-    per_file = max(1, int(64 * 2**20 // max(1, table.nbytes // n)))
+    per_file = max(1, int(S.VIDEOS_FILE_BYTES // max(1, table.nbytes // n)))
     for k, lo in enumerate(range(0, n, per_file)):
         pq.write_table(table.slice(lo, per_file), path / f"part-{k:03d}.parquet", row_group_size=ROW_GROUP_ROWS)
     return blobs
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-batch", type=int, default=0,
                    help="data.decode_batch_size: videos per decode task (0 = the config's auto size)")
     args = p.parse_args(argv)
-    n = args.videos or (1920 if args.quick else 9600)
+    n = args.videos or (3840 if args.quick else 9600)
     synth = SynthConfig(num_videos=n, num_frames=33, resolution=64)
     cfg = ExperimentConfig.from_flat({"data.num_frames": 33, "data.resolution": 64, "data.decode_cpus": 1.0,
                                       "data.decode_batch_size": args.decode_batch})
