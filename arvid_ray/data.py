@@ -1,9 +1,9 @@
 """The datasets a trainer consumes: decoded clip streams and token streams (Ray Data), plus a plain
 single-process token iterator for tests and ``train.num_workers=0``.
 
-Design trade-off: decode runs as stateless CPU ``map_batches`` tasks (PyAV releases the GIL little,
-so processes scale where threads would not) and streams — nothing is materialised, so a dataset
-larger than memory flows through. Training clips start at a random frame on every pass (fresh
+Design trade-off: decode runs in a pool of CPU decode actors (``arvid_ray.clips``: processes, since
+PyAV releases the GIL little; actors, since Ray Data's stateless tasks left a core idle between
+tasks) and streams — nothing is materialised, so a dataset larger than memory flows through. Training clips start at a random frame on every pass (fresh
 entropy per batch: more distinct clips per epoch, not bit-reproducible); evaluation clips always
 start at the first frame of each stored segment, so evaluation sees the same clips every time.
 The token stream reads a tokens.parquet cache when ``data.tokens_path`` is set and otherwise
@@ -34,7 +34,7 @@ _DONE = "_COMPLETE"
 # ----------------------------------------------------------------------------------------- sources
 def synthetic_cache_dir(cfg: ExperimentConfig) -> Path:
     """Cache directory of the built-in dataset for cfg.synth (+ the ingest settings that shape it)."""
-    key = json.dumps({"synth": asdict(cfg.synth), "ingest": asdict(cfg.ingest), "v": 1}, sort_keys=True)
+    key = json.dumps({"synth": asdict(cfg.synth), "ingest": asdict(cfg.ingest), "v": 2}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return cfg.experiment.workdir_path() / "synthetic" / f"n{cfg.synth.num_videos}-{digest}"
 
