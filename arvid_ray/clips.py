@@ -1,4 +1,4 @@
-"""videos.parquet → a Ray Dataset of decoded clips, one decode task per planned read unit.
+"""videos.parquet → a Ray Dataset of decoded clips, one decode-actor call per planned read unit.
 
 Design trade-off: Ray Data's ``read_parquet`` makes one read task per file (or per group of files)
 and emits a file's rows as one block; small encoded videos then need a ``repartition`` before decode
@@ -6,12 +6,13 @@ tasks can run in parallel, and that streaming repartition task keeps a CPU slot 
 backpressured stream runs (measured: on 2 CPUs only one decode task fit for most of a 2400-video
 stream, 0.59x per core). Instead the driver plans the read from Parquet metadata alone (footers and
 the tiny ``split`` column): *units* of consecutive row groups (or row slices of oversized row groups)
-holding about ``decode_rows_per_task`` rows of the wanted split. Each unit becomes one Ray Data task
-that reads exactly its rows (only the columns decode needs) and decodes them, so decode parallelism
-is whatever the CPU budget allows, with nothing else holding a slot, for any file layout: one big
-file, thousands of small ones, local or s3://. ``arvid-ray ingest`` writes small row groups
-(``ROW_GROUP_ROWS``) in ~64 MiB files so units never re-read data; foreign layouts with huge row
-groups still work (each slice re-reads its row group's column chunks; a warning says so).
+holding about ``decode_rows_per_task`` rows of the wanted split. Each unit is one call of a decode
+actor that reads exactly its rows (only the columns decode needs) and decodes them, so decode
+parallelism is whatever the CPU budget allows, with nothing else holding a slot, for any layout:
+one big file, thousands of small ones, local or s3://. ``arvid-ray ingest`` writes small row groups
+(``schemas.VIDEOS_ROW_GROUP_ROWS``) in ~64 MiB files so units never re-read data; foreign layouts
+with huge row groups still work (each slice re-reads its row group's column chunks; a warning says
+so). A unit travels to the actor as JSON: a list of ``_Piece`` tuples.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ import json
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from arvid_ray import schemas as S
 from arvid_ray.config import ExperimentConfig
 
-__all__ = ["clip_stream", "plan_units", "decode_rows_per_task", "ROW_GROUP_ROWS"]
+__all__ = ["clip_stream", "plan_units", "decode_rows_per_task"]
 
 log = logging.getLogger(__name__)
 
-ROW_GROUP_ROWS = S.VIDEOS_ROW_GROUP_ROWS  # rows per row group written by ingest: the read-unit granularity
 _AUTO_DECODE_BYTES = 64 * 2**20
 _AUTO_DECODE_MAX_ROWS = 128
 _READ_COLUMNS = [S.VIDEO, S.NUM_FRAMES, S.LABEL, S.CAPTION, S.VIDEO_ID, S.SEGMENT_START, S.SPLIT]
@@ -50,8 +50,9 @@ def decode_rows_per_task(cfg: ExperimentConfig) -> int:
     return max(1, min(_AUTO_DECODE_MAX_ROWS, _AUTO_DECODE_BYTES // clip_bytes))
 
 
-@dataclass(frozen=True)
-class _Piece:
+class _Piece(NamedTuple):
+    """Rows ``lo:hi`` of one row group of one file (a JSON list in transit)."""
+
     path: str
     row_group: int
     lo: int  # row offset inside the row group
@@ -106,11 +107,11 @@ def plan_units(filesystem, paths: Sequence[str], split: str | None, rows: int) -
     if oversized:
         log.warning("%d Parquet row groups hold more than %d rows each; every decode task re-reads its row "
                     "group to take its slice. Re-ingest with `arvid-ray ingest` (row groups of %d rows) "
-                    "to read each byte once.", oversized, _OVERSIZED * rows, ROW_GROUP_ROWS)
+                    "to read each byte once.", oversized, _OVERSIZED * rows, S.VIDEOS_ROW_GROUP_ROWS)
     return units
 
 
-def _read_unit(filesystem, pieces: list[list], split: str | None, footers: dict | None = None):
+def _read_unit(filesystem, pieces: Sequence[Sequence], split: str | None, footers: dict | None = None):
     """A unit's rows (``_READ_COLUMNS``) as one Arrow table, filtered to ``split``.
 
     ``footers`` caches each file's parsed Parquet footer across calls (an ingest file's footer lists
@@ -120,20 +121,21 @@ def _read_unit(filesystem, pieces: list[list], split: str | None, footers: dict 
     import pyarrow.parquet as pq
 
     tables = []
-    by_file: dict[str, list[list]] = {}
-    for piece in pieces:
-        by_file.setdefault(piece[0], []).append(piece)
+    by_file: dict[str, list[_Piece]] = {}
+    for piece in map(_Piece._make, pieces):
+        by_file.setdefault(piece.path, []).append(piece)
     for path, file_pieces in by_file.items():
         with filesystem.open_input_file(path) as fh:
             pf = pq.ParquetFile(fh, metadata=None if footers is None else footers.get(path))
             if footers is not None:
                 footers[path] = pf.metadata
-            whole = [p[1] for p in file_pieces if p[2] == 0 and p[3] == pf.metadata.row_group(p[1]).num_rows]
+            whole = [p.row_group for p in file_pieces
+                     if p.lo == 0 and p.hi == pf.metadata.row_group(p.row_group).num_rows]
             if len(whole) == len(file_pieces):  # the common case: whole row groups, one read
                 tables.append(pf.read_row_groups(whole, columns=_READ_COLUMNS))
                 continue
-            for _, rg, lo, hi in file_pieces:
-                tables.append(pf.read_row_group(rg, columns=_READ_COLUMNS).slice(lo, hi - lo))
+            for p in file_pieces:
+                tables.append(pf.read_row_group(p.row_group, columns=_READ_COLUMNS).slice(p.lo, p.hi - p.lo))
     if not tables:
         return S.VIDEOS_SCHEMA.empty_table().select(_READ_COLUMNS)
     table = pa.concat_tables(tables)
@@ -167,9 +169,10 @@ class _ReadDecoder:
 
 
 def _decode_pool_sizes(cfg: ExperimentConfig, units: int) -> tuple[int, int]:
-    """(initial, max) decode actors (call with Ray initialised): as many as the CPUs free now can host, growing (Ray Data's
-    autoscaling) up to the cluster's CPUs over ``data.decode_cpus``; never more than one per unit.
-    Starting only what fits now keeps a busy or autoscaling cluster from queueing idle actor requests."""
+    """(initial, max) decode actors (Ray must be initialised): as many as the CPUs free now can host,
+    growing (Ray Data's autoscaling) up to the cluster's CPUs over ``data.decode_cpus``; never more
+    than one per unit. Starting only what fits now keeps a busy or autoscaling cluster from queueing
+    idle actor requests."""
     import ray
 
     def fit(cpus: float) -> int:
@@ -183,8 +186,8 @@ def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bo
                 hop: int = 0):
     """videos.parquet → Ray Dataset of decoded clips (rows of ``arvid_ray.video.decode.decode_batch``).
 
-    ``split`` None = all splits. One decode task of ``data.decode_cpus`` CPUs per planned unit of
-    ~``decode_rows_per_task`` videos; train streams visit units in a fresh random order per pass.
+    ``split`` None = all splits. Decode actors of ``data.decode_cpus`` CPUs each take one planned unit
+    of ~``decode_rows_per_task`` videos per call; train streams visit units in random order.
     """
     import pyarrow.dataset as pads
     import ray
@@ -198,14 +201,16 @@ def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bo
     if not units:  # an empty split streams no clips (one task returns an empty, well-typed block)
         log.warning("no videos of split %r in %s", split, videos)
         units = [[]]
-    items = [{"unit": json.dumps([[p.path, p.row_group, p.lo, p.hi] for p in unit])} for unit in units]
+    items = [{"unit": json.dumps(unit)} for unit in units]  # NamedTuples serialise as lists
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     if train:
         ds = ds.randomize_block_order()
     initial, most = _decode_pool_sizes(cfg, len(units))
     ds = ds.map_batches(_ReadDecoder, batch_size=1, batch_format="numpy", num_cpus=d.decode_cpus,
                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=most, initial_size=initial),
-                        fn_constructor_kwargs={"filesystem": filesystem, "split": split, "keep_split": keep_split, "decode_kwargs": {
-                            "num_frames": d.num_frames, "stride": d.frame_stride, "resolution": d.resolution,
-                            "train": train, "hop": hop, "threads": max(1, int(d.decode_cpus))}})
+                        fn_constructor_kwargs={
+                            "filesystem": filesystem, "split": split, "keep_split": keep_split,
+                            "decode_kwargs": {"num_frames": d.num_frames, "stride": d.frame_stride,
+                                              "resolution": d.resolution, "train": train, "hop": hop,
+                                              "threads": max(1, int(d.decode_cpus))}})
     return ds

@@ -3,7 +3,8 @@ single-process token iterator for tests and ``train.num_workers=0``.
 
 Design trade-off: decode runs in a pool of CPU decode actors (``arvid_ray.clips``: processes, since
 PyAV releases the GIL little; actors, since Ray Data's stateless tasks left a core idle between
-tasks) and streams — nothing is materialised, so a dataset larger than memory flows through. Training clips start at a random frame on every pass (fresh
+tasks) and streams — nothing is materialised, so a dataset larger than memory flows through.
+Training clips start at a random frame on every pass (fresh
 entropy per batch: more distinct clips per epoch, not bit-reproducible); evaluation clips always
 start at the first frame of each stored segment, so evaluation sees the same clips every time.
 The token stream reads a tokens.parquet cache when ``data.tokens_path`` is set and otherwise
@@ -72,7 +73,7 @@ def videos_path(cfg: ExperimentConfig) -> str:
 
 def clip_dataset(cfg: ExperimentConfig, split: str | None, train: bool, keep_split: bool = False, hop: int = 0):
     """Ray Dataset of decoded clips of ``split`` (None = all splits): rows {frames uint8 [T, H, W, 3],
-    label, caption, video_id, clip_start} (+ split when ``keep_split``). Streaming; decode on CPU tasks;
+    label, caption, video_id, clip_start} (+ split when ``keep_split``). Streaming; decode on CPU actors;
     train clips start at a random frame, eval clips at frame 0 (or every ``hop`` frames)."""
     from arvid_ray.clips import clip_stream
 

@@ -13,7 +13,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from arvid_ray import schemas as S
-from arvid_ray.clips import ROW_GROUP_ROWS, _read_unit, clip_stream, plan_units
+from arvid_ray.clips import _read_unit, clip_stream, plan_units
 from arvid_ray.config import ExperimentConfig
 
 
@@ -37,7 +37,7 @@ def _read_all(paths: list[str], split: str | None, rows: int) -> tuple[list[int]
     footers: dict = {}
     for unit in units:
         # through JSON, as the plan travels to the decode actors
-        pieces = json.loads(json.dumps([[p.path, p.row_group, p.lo, p.hi] for p in unit]))
+        pieces = json.loads(json.dumps(unit))
         got = _read_unit(local, pieces, split, footers).column(S.LABEL).to_pylist()
         labels += got
         sizes.append(len(got))
@@ -47,14 +47,14 @@ def _read_all(paths: list[str], split: str | None, rows: int) -> tuple[list[int]
 @pytest.mark.parametrize("split", [None, "train", "val"])
 def test_plan_covers_every_row_of_the_split_once(tmp_path, caplog, split):
     splits = ["train"] * 9 + ["val"]  # every 10th row is val: row groups mix splits
-    paths = [_write(tmp_path / "one.parquet", 300, 0, ROW_GROUP_ROWS, splits),          # the ingest layout
+    paths = [_write(tmp_path / "one.parquet", 300, 0, S.VIDEOS_ROW_GROUP_ROWS, splits),          # the ingest layout
              *[_write(tmp_path / f"small-{k}.parquet", 5, 300 + 5 * k, 5, splits) for k in range(12)],  # many files
              _write(tmp_path / "big.parquet", 500, 360, 500, splits)]                     # one huge row group
     expected = [i for i in range(860) if split is None or splits[i % 10] == split]
     with caplog.at_level(logging.WARNING, logger="arvid_ray.clips"):
         labels, sizes = _read_all(paths, split, rows=64)
     assert sorted(labels) == expected  # each row exactly once, none of another split
-    assert max(sizes) <= 2 * 64 + ROW_GROUP_ROWS  # units stay near the requested size
+    assert max(sizes) <= 2 * 64 + S.VIDEOS_ROW_GROUP_ROWS  # units stay near the requested size
     if split != "val":  # the huge row group is sliced (and the user is told why that re-reads it)
         assert "re-ingest" in caplog.text.lower()
     assert len(sizes) >= len(expected) // (64 + 5)
@@ -81,7 +81,7 @@ def test_ingest_writes_small_row_groups(ray_session, tmp_path_factory):
     assert sum(m.num_rows for m in meta) == cfg.synth.num_videos
     assert len(files) == 1  # a few MiB of videos → one file (files are ~64 MiB), not one per video
     groups = [m.row_group(i).num_rows for m in meta for i in range(m.num_row_groups)]
-    assert max(groups) <= ROW_GROUP_ROWS and sum(g == ROW_GROUP_ROWS for g in groups) >= len(groups) - 1
+    assert max(groups) <= S.VIDEOS_ROW_GROUP_ROWS and sum(g == S.VIDEOS_ROW_GROUP_ROWS for g in groups) >= len(groups) - 1
 
 
 def test_clip_stream_over_one_file_decodes_in_parallel(ray_session, tmp_path):

@@ -75,7 +75,9 @@ def frame_to_rgb(frame, size: int | tuple[int, int] | None = None) -> np.ndarray
     """One decoded av.VideoFrame → uint8 [H, W, 3], rotated, resized (area filter) and centre-cropped."""
     rot = frame_rotation(frame)
     if size is None:
-        return _apply_rotation(frame.to_ndarray(format="rgb24", interpolation="BICUBIC", threads=1), rot)  # CLI default
+        # BICUBIC: the ffmpeg CLI default. threads=1 here and below: PyAV >= 17 defaults to 0 (auto),
+        # which starts a swscale thread pool for every frame
+        return _apply_rotation(frame.to_ndarray(format="rgb24", interpolation="BICUBIC", threads=1), rot)
     disp_h, disp_w = (frame.width, frame.height) if rot in (90, 270) else (frame.height, frame.width)
     new_h, new_w, out_h, out_w = resize_crop_shape(disp_h, disp_w, size)
     src_w, src_h = (new_h, new_w) if rot in (90, 270) else (new_w, new_h)  # resize before rotating

@@ -11,8 +11,8 @@ in one run, interleaved twice (best of two):
   time between 10 % and 90 % of the stream (what a long training epoch sees); the start-up latency
   (actor start, imports, read planning) and the end-to-end rate including it are printed too.
 
-The files are laid out as ``arvid-ray ingest`` writes them (row groups of ``ROW_GROUP_ROWS`` rows in
-~64 MiB files). K = the decoders Ray can run at once, capped by the machine's cores.
+The files are laid out as ``arvid-ray ingest`` writes them (row groups of
+``schemas.VIDEOS_ROW_GROUP_ROWS`` rows in ~64 MiB files). K = the decoders Ray can run at once, capped by the machine's cores.
 ``RATIO decode_ray_over_pyav_per_core`` is the issue's figure (target >= 0.8);
 ``RATIO decode_ray_over_process_pool`` separates Ray's own overhead from the machine's scaling
 (``RATIO decode_pool_over_pyav_per_core``).
@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from arvid_ray import schemas as S
-from arvid_ray.clips import ROW_GROUP_ROWS, clip_stream, decode_rows_per_task
+from arvid_ray.clips import clip_stream, decode_rows_per_task
 from arvid_ray.config import ExperimentConfig, SynthConfig
 from arvid_ray.video.decode import decode_clip
 from arvid_ray.video.io import encode_mp4
@@ -52,7 +52,8 @@ def write_videos(path: Path, n: int, synth: SynthConfig) -> list[bytes]:
     table = pa.Table.from_pylist(rows, schema=S.VIDEOS_SCHEMA)
     per_file = max(1, int(S.VIDEOS_FILE_BYTES // max(1, table.nbytes // n)))
     for k, lo in enumerate(range(0, n, per_file)):
-        pq.write_table(table.slice(lo, per_file), path / f"part-{k:03d}.parquet", row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(table.slice(lo, per_file), path / f"part-{k:03d}.parquet",
+                       row_group_size=S.VIDEOS_ROW_GROUP_ROWS)
     return blobs
 
 
@@ -76,15 +77,27 @@ def time_pool(blobs: list[bytes], cfg: ExperimentConfig, procs: int) -> float:
         return frames / (time.perf_counter() - start)
 
 
-def steady_rate(times: list[float], frames: list[int]) -> float:
+_MIN_UNITS = 8  # fewer decode units than this leave no steady state between ramp-up and tail
+
+
+def steady_rate(times: list[float], frames: list[int], burst_s: float = 0.01) -> float:
     """Frames/s in steady state: the least-squares slope of cumulative frames over arrival time,
     fitted to the arrivals between 10 % and 90 % of all frames (no ramp-up, no tail; unlike
-    "first batch to last", it does not credit the blocks that were already in flight at the start)."""
-    cum = np.cumsum(frames, dtype=np.float64)
+    "first batch to last", it does not credit the blocks that were already in flight at the start).
+    Batches sliced from one block arrive together: arrivals closer than ``burst_s`` count as one."""
+    t_ev, f_ev = [times[0]], [frames[0]]
+    for t, f in zip(times[1:], frames[1:]):
+        if t - t_ev[-1] < burst_s:
+            t_ev[-1], f_ev[-1] = t, f_ev[-1] + f
+        else:
+            t_ev.append(t)
+            f_ev.append(f)
+    cum = np.cumsum(f_ev, dtype=np.float64)
     keep = (cum >= 0.1 * cum[-1]) & (cum <= 0.9 * cum[-1])
-    t, c = np.asarray(times)[keep], cum[keep]
+    t, c = np.asarray(t_ev)[keep], cum[keep]
     if len(t) < 3 or t[-1] <= t[0]:
-        return float(cum[-1] - cum[0]) / max(times[-1] - times[0], 1e-9)
+        raise SystemExit(f"the stream delivered {len(t_ev)} blocks, too few for a steady-state rate: "
+                         f"raise --videos (at least {_MIN_UNITS} decode units' worth)")
     return float(np.polyfit(t, c, 1)[0])
 
 
@@ -111,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "data.decode_batch_size": args.decode_batch})
     cores = min(os.cpu_count() or 1, int(args.cpus / cfg.data.decode_cpus))
     rows_per_task = decode_rows_per_task(cfg)
+    if n < _MIN_UNITS * rows_per_task:
+        p.error(f"--videos {n} gives fewer than {_MIN_UNITS} decode units of {rows_per_task} videos: no steady "
+                f"state to measure; use --videos {_MIN_UNITS * rows_per_task} or more (or a smaller --decode-batch)")
     import ray
 
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
