@@ -32,17 +32,18 @@ __all__ = ["clip_stream", "plan_units", "decode_rows_per_task"]
 
 log = logging.getLogger(__name__)
 
-_AUTO_DECODE_BYTES = 64 * 2**20
-_AUTO_DECODE_MAX_ROWS = 128
+_AUTO_DECODE_BYTES = 96 * 2**20
+_AUTO_DECODE_MAX_ROWS = 256
 _READ_COLUMNS = [S.VIDEO, S.NUM_FRAMES, S.LABEL, S.CAPTION, S.VIDEO_ID, S.SEGMENT_START, S.SPLIT]
 _OVERSIZED = 2  # a row group with more than this many units' worth of rows is sliced
 
 
 def decode_rows_per_task(cfg: ExperimentConfig) -> int:
-    """Videos per decode call: ``data.decode_batch_size``, or (0 = auto) ~64 MiB of decoded uint8
-    frames, capped at 128 videos — large enough that the ~25 ms fixed cost of a Ray Data call is a few
-    percent (measured: 32 → 64 → 128 videos of 64x64x33 gave 0.70 → 0.77 → 0.81 of single-process
-    PyAV per core), small enough that blocks stay under Ray Data's 128 MiB target block size."""
+    """Videos per decode call: ``data.decode_batch_size``, or (0 = auto) ~96 MiB of decoded uint8
+    frames, capped at 256 videos — large enough that the ~25 ms fixed cost of a Ray Data call is a few
+    percent (bench_decode, 64x64x33 clips: 32 / 64 / 128 / 256 videos per call gave 0.70 / 0.77 /
+    0.79–0.80 / 0.83 of single-process PyAV per core), small enough that blocks stay under Ray Data's
+    128 MiB target block size."""
     d = cfg.data
     if d.decode_batch_size > 0:
         return d.decode_batch_size

@@ -154,9 +154,9 @@ class DataConfig:
     decode_cpus: float = 1.0
     """CPUs reserved per decode actor (its PyAV decoder uses int(decode_cpus) threads, at least 1)."""
     decode_batch_size: int = 0
-    """Videos per decode call (one planned read unit); 0 = auto: about 64 MiB of decoded frames per
-    call, at most 128 videos. Each Ray Data call costs ~25 ms fixed (bench_decode at 64x64x33: 32 →
-    0.70x, 64 → 0.77x, 128 → 0.81x of single-process PyAV per core)."""
+    """Videos per decode call (one planned read unit); 0 = auto: about 96 MiB of decoded frames per
+    call, at most 256 videos. Each Ray Data call costs ~25 ms fixed (bench_decode at 64x64x33: 32 →
+    0.70x, 64 → 0.77x, 128 → 0.79x, 248 → 0.85x of single-process PyAV per core)."""
     prefetch_batches: int = 2
     """Batches prefetched by iter_torch_batches."""
     worker_cache_mb: int = 512
