@@ -48,6 +48,8 @@ class TokenizeActor:
         import torch
 
         frames = np.asarray(batch.pop(S.FRAMES))  # (B, T, H, W, 3)
+        if not frames.flags.writeable:  # a zero-copy view of Ray's object store; torch wants writable memory
+            frames = frames.copy()
         if len(frames) == 0:
             t, h, w = self.tokenizer.latent_shape(*frames.shape[1:4])
             return {**batch, S.TOKENS: np.zeros((0, t, h, w), np.int32)}

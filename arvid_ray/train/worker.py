@@ -56,9 +56,10 @@ def allreduce_grads(model: torch.nn.Module) -> None:
 
 def collate_tokens(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     """Ray Data numpy batch → the objective's batch: tokens LongTensor [B, t, h, w], label [B], captions."""
-    out: dict[str, Any] = {"tokens": torch.as_tensor(np.asarray(batch["tokens"]), dtype=torch.long)}
+    # np.array copies: Ray hands out read-only views of its object store, which torch warns about
+    out: dict[str, Any] = {"tokens": torch.from_numpy(np.array(batch["tokens"], dtype=np.int64))}
     if "label" in batch:
-        out["label"] = torch.as_tensor(np.asarray(batch["label"]), dtype=torch.long)
+        out["label"] = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
     if "caption" in batch:
         out["caption"] = [str(c) for c in batch["caption"]]
     return out
