@@ -16,10 +16,19 @@ Design trade-off: one window start per micro-batch (not per sample) keeps the pr
 cache — per-sample starts would need ragged caches or padding that eats the saving. Across steps the
 start distribution is what ``first_frame_prob`` asks for.
 
+"+ first frame" (``first_frame_in_loss``) [ours, the reading that fits the paper's numbers]: latent frame 0
+is always in the loss besides the sampled window. Frame 0 is run with grad as a clip of its own (it has
+no video context); the window then reads frame 0's keys/values *detached*, like the rest of its prefix,
+so the window's loss and gradients are exactly plain Local Opt.'s and frame 0 adds ``hw`` grad positions.
+
 ReCo [ours, see PAPER.md]: ``reco_weight * mean_i ||h_{i+1} - h_i||^2 / D`` over adjacent hidden states of
 the loss region (the states that predict the window's tokens), along the token sequence or between the
 same spatial position in consecutive latent frames. Dividing by the width D keeps λ comparable across
-model sizes (the paper's λ = 0.1 is for one unknown width).
+model sizes (the paper's λ = 0.1 is for one unknown width). That ``raw`` form has a free escape at the
+default layer: scaling the final norm's gain by c and the head by 1/c leaves the logits (so CE) identical
+and scales ReCo by c². ``reco_form="relative"`` divides each pair's ``||Δh||²`` by the pair's mean
+``||h||²``, which no rescaling of h changes (per-channel gain changes still can; see RESULTS.md).
+Pairs never straddle two loss regions (frame 0 and the window).
 """
 
 from __future__ import annotations
@@ -34,10 +43,14 @@ __all__ = ["Objective", "build_objective", "reco_loss", "sample_window_start", "
 
 
 def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
-    """Allowed window starts (latent frames): multiples of ``stride`` with the window inside the clip."""
+    """Allowed window starts (latent frames): multiples of ``stride`` with the window inside the clip; the
+    windows must cover every latent frame (else some frames would never be trained)."""
     if window > num_frames:
         raise ValueError(f"window of {window} latent frames does not fit a clip of {num_frames}; lower "
                          f"objective.window_frames")
+    if (num_frames - window) % stride:
+        raise ValueError(f"objective.stride_frames={stride} with window_frames={window} never trains the last "
+                         f"latent frames of a {num_frames}-frame clip; use a stride dividing {num_frames - window}")
     return list(range(0, num_frames - window + 1, stride))
 
 
@@ -53,14 +66,25 @@ def sample_window_start(num_frames: int, window: int, stride: int, first_frame_p
     return starts[int(torch.randint(len(starts), (), generator=generator))]
 
 
-def reco_loss(hidden: torch.Tensor, axis: str, tokens_per_frame: int) -> torch.Tensor:
-    """Mean over adjacent pairs of ||h_{i+1} - h_i||^2 / D; hidden [B, n, D] in target order."""
+def _reco_terms(hidden: torch.Tensor, axis: str, tokens_per_frame: int, form: str) -> torch.Tensor:
+    """Per-pair ReCo terms of hidden [B, n, D] in target order → [B, pairs(, s)] (empty without pairs)."""
     hidden = hidden.float()
     if axis == "frame":
         hidden = rearrange(hidden, "b (t s) d -> b t s d", s=tokens_per_frame)  # pairs across latent frames
-    if hidden.shape[1] < 2:
-        return hidden.new_zeros(())
-    return (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean()
+    diff = (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean(-1)  # (B, pairs[, s]): ||Δh||² / D
+    if form == "relative":  # ||Δh||² / mean(||h_i||², ||h_{i+1}||²): invariant to any rescaling of h
+        energy = hidden.pow(2).mean(-1)
+        diff = diff / (0.5 * (energy[:, 1:] + energy[:, :-1])).clamp_min(1e-12)
+    elif form != "raw":
+        raise ValueError(f"objective.reco_form={form!r} must be 'raw' or 'relative'")
+    return diff
+
+
+def reco_loss(hidden: torch.Tensor, axis: str, tokens_per_frame: int, form: str = "raw") -> torch.Tensor:
+    """Mean over adjacent pairs of ||h_{i+1} - h_i||^2 / D (``raw``) or its scale-free ``relative`` form;
+    hidden [B, n, D] in target order."""
+    terms = _reco_terms(hidden, axis, tokens_per_frame, form)
+    return terms.mean() if terms.numel() else hidden.new_zeros((), dtype=torch.float32)
 
 
 class Objective:
@@ -70,26 +94,37 @@ class Objective:
         self.cfg, self.fewer = cfg, fewer
 
     # ------------------------------------------------------------------ public
-    def __call__(self, model, batch: dict, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def __call__(self, model, batch: dict, generator: torch.Generator | None = None, *,
+                 window_generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        # window_generator draws the window / short-clip start (a trainer seeds it the same on every rank, so
+        # ranks share a start and none waits for a longer one); generator the CFG dropout (per rank)
+        starts = window_generator if window_generator is not None else generator
         tokens = self._tokens(model, batch)
         cond = model.condition(batch.get("label"), batch.get("caption"), generator=generator)
         if self.cfg.kind == "full":
-            out, targets, nograd = self._whole(model, tokens, cond), tokens, None
+            regions, nograd = [(self._whole(model, tokens, cond), tokens)], None
         elif self.cfg.kind == "fewer_frames":
-            out, targets, nograd = self._fewer_frames(model, tokens, cond, generator)
+            regions, nograd = self._fewer_frames(model, tokens, cond, starts)
         else:
-            out, targets, nograd = self._local(model, tokens, cond, generator)
-        flat_targets = rearrange(targets, "b t h w -> b (t h w)")  # (B, n) aligned with out.logits
-        ce = F.cross_entropy(out.logits.flatten(0, 1).float(), flat_targets.flatten())
+            regions, nograd = self._local(model, tokens, cond, starts)
+        # each region: (model output, targets [B, t, h, w]); logits[:, i] predict the region's i-th target
+        logits = torch.cat([out.logits for out, _ in regions], 1)  # (B, n_loss, V)
+        flat_targets = torch.cat([rearrange(t, "b t h w -> b (t h w)") for _, t in regions], 1)  # (B, n_loss)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), flat_targets.flatten())
         if self.cfg.reco_weight > 0:
-            reco = reco_loss(out.hidden, self.cfg.reco_axis, model.tokens_per_frame)
+            terms = [_reco_terms(out.hidden, self.cfg.reco_axis, model.tokens_per_frame, self.cfg.reco_form)
+                     for out, _ in regions]  # pairs never straddle two regions
+            terms = torch.cat([t.flatten(1) for t in terms], 1)
+            reco = terms.mean() if terms.numel() else ce.new_zeros(())
             loss = ce + self.cfg.reco_weight * reco
         else:
             reco, loss = ce.new_zeros(()), ce
         batch_size, n_loss = flat_targets.shape
-        # positions run with grad: the conditioning and the loss region's inputs (without a no-grad prefix,
-        # the last condition token is itself the first input); nograd None = no prefix at all
+        # positions run with grad: the conditioning and each region's inputs; a region run from the start of
+        # the clip uses the last condition token as its first input; nograd None = no prefix at all
         grad = n_loss + cond.shape[1] - (1 if nograd is None else 0)
+        if nograd is not None and len(regions) > 1:
+            grad -= 1  # frame 0 (run from the start) and the window (after a prefix)
         nograd = nograd or 0
         counts = {k: torch.tensor(float(batch_size * n)) for k, n in
                   (("tokens_in_loss", n_loss), ("tokens_grad", grad), ("tokens_nograd", nograd))}
@@ -120,7 +155,7 @@ class Objective:
             raise ValueError(f"fewer_frames.num_frames={length} exceeds the batch's {tokens.shape[1]} latent frames")
         start = int(torch.randint(tokens.shape[1] - length + 1, (), generator=generator))
         clip = tokens[:, start:start + length]  # (B, F, h, w): a standalone short clip, positions from 0
-        return self._whole(model, clip, cond), clip, None
+        return [(self._whole(model, clip, cond), clip)], None
 
     def _local(self, model, tokens, cond, generator):
         c = self.cfg
@@ -128,19 +163,27 @@ class Objective:
                                     generator)
         window = tokens[:, start:start + c.window_frames]  # (B, W, h, w) targets
         if start == 0:
-            return self._whole(model, window, cond), window, None
+            return [(self._whole(model, window, cond), window)], None
         hw, n_cond = model.tokens_per_frame, cond.shape[1]
         first, end = start * hw, (start + c.window_frames) * hw
         flat = rearrange(tokens, "b t h w -> b (t h w)")
-        # the condition (P tokens, attending only to itself) keeps its gradient: the window reads its keys
-        cond_cache = model.prefill(cond, flat[:, :0]).cache
+        regions, done = [], 0  # done: video inputs already in the cache
+        if c.first_frame_in_loss:  # frame 0 as a clip of its own, with grad; its cache covers v_0 .. v_{hw-2}
+            head = model.forward(tokens[:, :1], cond, hidden_layer=self._hidden_layer(model))
+            regions.append((head, tokens[:, :1]))
+            cond_cache = [(k[:, :, :n_cond], v[:, :, :n_cond]) for k, v in head.cache]
+            video_cache = [(k.detach(), v.detach()) for k, v in head.cache]
+            done = hw - 1
+        else:  # the condition (P tokens, attending only to itself) keeps its gradient: the window reads its keys
+            cond_cache = model.prefill(cond, flat[:, :0]).cache
+            video_cache = [(k.detach(), v.detach()) for k, v in cond_cache]
         with torch.no_grad():  # the free prefix: detached cache, no logits, no autograd graph
-            video_cache = model.extend_cache(flat[:, :first - 1], 0, [(k.detach(), v.detach()) for k, v in cond_cache])
+            video_cache = model.extend_cache(flat[:, done:first - 1], done, video_cache)
         cache = [(torch.cat([kc, kv[:, :, n_cond:]], 2), torch.cat([vc, vv[:, :, n_cond:]], 2))
                  for (kc, vc), (kv, vv) in zip(cond_cache, video_cache)]  # (B, H, P + a - 1, Dh)
         out = model.forward_with_cache(flat[:, first - 1:end - 1], first - 1, cache,
                                        hidden_layer=self._hidden_layer(model))
-        return out, window, first - 1  # no-grad positions: v_0 .. v_{a-2}
+        return regions + [(out, window)], first - 1 - done  # no-grad positions: v_done .. v_{a-2}
 
     # ------------------------------------------------------------------ checks
     def _tokens(self, model, batch: dict) -> torch.Tensor:

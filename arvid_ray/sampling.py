@@ -6,6 +6,12 @@ restart at 0 instead of shifting a cache whose keys carry absolute rotary positi
 one forward over ``context_frames`` frames per new frame (sliding) or per new block (block-wise), but
 keeps every position inside the range the model was trained on, for rotary and learned positions alike.
 CFG runs the conditional and unconditional streams as one batch of 2B through one cache.
+
+The trained length is what the model was *trained* on, not the grid it was built for: a Fewer-Frames model
+is built with the full clip's latent shape but trained on ``fewer_frames.num_frames`` latent frames, so
+``trained_length(cfg)`` passes that to ``generate``, which then decodes block-wise from the first block
+on, every block conditioned only on the previous one — the paper's Fewer-Frames inference, and where its
+error accumulation comes from. No call ever attends to more latent frames than the trained length.
 """
 
 from __future__ import annotations
@@ -13,9 +19,14 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from arvid_ray.config import SamplingConfig
+from arvid_ray.config import ExperimentConfig, SamplingConfig
 
-__all__ = ["generate", "sample_logits", "guide", "context_schedule"]
+__all__ = ["generate", "sample_logits", "guide", "context_schedule", "trained_length"]
+
+
+def trained_length(cfg: ExperimentConfig) -> int:
+    """Latent frames of the clips the model was trained on (the context no sampling call may exceed)."""
+    return cfg.fewer_frames.num_frames if cfg.objective.kind == "fewer_frames" else cfg.latent_frames()
 
 
 def sample_logits(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -56,12 +67,17 @@ def context_schedule(cfg: SamplingConfig, trained_frames: int) -> tuple[int, int
 @torch.no_grad()
 def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig, *, labels=None,
              captions=None, prompt_tokens: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, trained_frames: int | None = None) -> torch.Tensor:
     """Sample ``num_latent_frames`` latent frames → LongTensor [B, t, h, w] (prompt frames included).
 
-    ``generator`` must live on the model's device. Beyond the trained length the context slides.
+    ``generator`` must live on the model's device. ``trained_frames`` (default: the model's latent grid;
+    pass ``trained_length(cfg)``) is the longest context any decoding call sees; beyond it the context
+    slides (or goes block-wise). ``cfg.shuffle_frames`` (the broken control) permutes the result's frames.
     """
-    trained, h, w = model.latent_shape
+    grid, h, w = model.latent_shape
+    trained = grid if trained_frames is None else int(trained_frames)
+    if not 1 <= trained <= grid:
+        raise ValueError(f"trained_frames={trained} must be in [1, {grid}] (the model's latent grid)")
     hw = h * w
     device = model.tok_emb.weight.device
     seq = _prompt(prompt_tokens, batch_size, num_latent_frames, (h, w), device)  # (B, n0)
@@ -88,7 +104,12 @@ def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig
             seq = torch.cat([seq, _decode(model, cond, uncond, ctx, n_new, cfg, generator)], dim=1)
     finally:
         model.train(was_training)
-    return rearrange(seq, "b (t h w) -> b t h w", h=h, w=w)
+    video = rearrange(seq, "b (t h w) -> b t h w", h=h, w=w)
+    if cfg.shuffle_frames:  # the broken control: every video's latent frames in a random order
+        order = torch.stack([torch.randperm(num_latent_frames, generator=generator, device=device)
+                             for _ in range(batch_size)])  # (B, t)
+        video = torch.take_along_dim(video, order[:, :, None, None], dim=1)
+    return video
 
 
 def _decode(model, cond, uncond, prefix, n_new: int, cfg: SamplingConfig, generator) -> torch.Tensor:

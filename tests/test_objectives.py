@@ -237,3 +237,132 @@ def test_debug_model_learns_with_every_objective(kind, extra):
     if kind != "fewer_frames":  # the full-clip CE drops too (Fewer-Frames never saw frames past its clip)
         model.eval()
         assert objective.val_ce(model, _structured_batch(32, gen)) < 0.5 * math.log(16)
+
+
+def _starts_by_seed(cfg, wanted):
+    """A seed per wanted window start (the objective draws its start from the generator it is given)."""
+    found = {}
+    for seed in range(200):
+        found.setdefault(_predicted_start(cfg, seed), seed)
+        if all(s in found for s in wanted):
+            return {s: found[s] for s in wanted}
+    raise AssertionError(f"no seed draws starts {wanted}: {found}")
+
+
+def _detached_prefix_full_loss(cfg, model, batch, start):
+    """Reference: ONE full forward in which every layer's K/V at the video prefix v_0 .. v_{a-2} are
+    detached (the condition's are not), then CE (+ ReCo) on the window's targets."""
+    hw, w = model.tokens_per_frame, cfg.objective.window_frames
+    first, n_cond = start * hw, model.condition(batch["label"]).shape[1]
+    d = model.dims.d_model
+
+    def detach_prefix(_module, _inputs, qkv):  # qkv (B, P + N - 1, 3D): keep Q, detach prefix K and V
+        keep = torch.ones(qkv.shape[1], 3 * d, dtype=torch.bool)
+        keep[n_cond:n_cond + first - 1, d:] = False
+        return torch.where(keep, qkv, qkv.detach())
+
+    handles = [b.attn.qkv.register_forward_hook(detach_prefix) for b in model.blocks]
+    try:
+        out = model.forward(batch["tokens"], model.condition(batch["label"]))
+    finally:
+        for h in handles:
+            h.remove()
+    sl = slice(first, (start + w) * hw)
+    ce = torch.nn.functional.cross_entropy(out.logits[:, sl].flatten(0, 1), batch["tokens"].flatten(1)[:, sl].flatten())
+    return ce + cfg.objective.reco_weight * reco_loss(out.hidden[:, sl], cfg.objective.reco_axis, hw)
+
+
+@pytest.mark.parametrize("reco", [0.0, 0.5])
+def test_local_window_after_a_prefix_equals_one_full_forward_with_detached_prefix_kv(reco):
+    cfg = _cfg(**{"objective.kind": "local", "objective.window_frames": 2, "objective.first_frame_prob": 0.0,
+                  "objective.reco_weight": reco, "model.n_layers": 3})
+    model, batch = _model(cfg), _batch(cfg)
+    for start, seed in _starts_by_seed(cfg, [1, 2, 3]).items():
+        out, grads = _run(cfg, model, batch, seed=seed)
+        model.zero_grad(set_to_none=True)
+        ref = _detached_prefix_full_loss(cfg, model, batch, start)
+        ref.backward()
+        ref_grads = _grads(model)
+        torch.testing.assert_close(out["loss"], ref.detach(), rtol=1e-5, atol=1e-6)
+        for name in grads:
+            torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=f"{start} {name}")
+        assert grads["tok_emb.weight"].abs().sum() > 0
+
+
+def test_first_frame_in_loss_adds_frame_zero_to_the_window():
+    cfg = _cfg(**{"objective.kind": "local", "objective.window_frames": 2, "objective.first_frame_prob": 0.0,
+                  "objective.reco_weight": 0.0, "objective.first_frame_in_loss": True})
+    plain = cfg.replace(**{"objective.first_frame_in_loss": False})
+    model, batch = _model(cfg), _batch(cfg)
+    for start, seed in _starts_by_seed(cfg, [1, 3]).items():
+        out, _ = _run(cfg, model, batch, seed=seed)
+        window, _ = _run(plain, model, batch, seed=seed)
+        head = build_objective(plain.replace(**{"objective.kind": "full"}))(
+            model, {**batch, "tokens": batch["tokens"][:, :1]}, None)
+        # CE is the token mean over frame 0 (4 tokens) and the unchanged window (8 tokens)
+        torch.testing.assert_close(out["ce"], (4 * head["ce"] + 8 * window["ce"]) / 12, rtol=1e-5, atol=1e-6)
+        assert out["tokens_in_loss"] == 3 * 12 and out["tokens_nograd"] == 3 * (start - 1) * 4
+        assert out["tokens_grad"] == 3 * (1 + 4 - 1 + 8)  # condition, frame 0's inputs, the window's inputs
+        changed = batch["tokens"].clone()
+        changed[:, 0] = (changed[:, 0] + 5) % VOCAB  # frame 0's targets are in the loss
+        assert not torch.equal(build_objective(cfg)(model, {**batch, "tokens": changed},
+                                                    torch.Generator().manual_seed(seed))["ce"], out["ce"])
+
+
+def test_first_frame_in_loss_keeps_balanced_sampling():
+    cfg = _cfg(**{"objective.kind": "local", "objective.window_frames": 2, "objective.first_frame_prob": 0.5,
+                  "objective.reco_weight": 0.1, "objective.first_frame_in_loss": True})
+    model, batch, objective = _model(cfg), _batch(cfg, batch=1), build_objective(cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        sizes = torch.stack([objective(model, batch, gen)["tokens_in_loss"] for _ in range(600)])
+    # every draw has frame 0 in the loss: 2 frames (window at 0) or 3 (frame 0 + a later window), never 2 later
+    assert set(sizes.tolist()) == {8.0, 12.0}
+    assert abs((sizes == 8).float().mean().item() - 0.5) < 0.07  # start 0 as often as first_frame_prob says
+
+
+@pytest.mark.parametrize("form", ["raw", "relative"])
+def test_relative_reco_ignores_rescaling_the_final_norm_gain_against_the_head(form):
+    cfg = _cfg(**{"objective.kind": "local", "objective.window_frames": 2, "objective.reco_weight": 0.1,
+                  "objective.reco_form": form})
+    model, batch = _model(cfg), _batch(cfg)
+    before = build_objective(cfg)(model, batch, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.norm.weight.mul_(0.1)  # logits unchanged: the head undoes the gain
+        model.head.weight.mul_(10.0)
+    after = build_objective(cfg)(model, batch, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(after["ce"], before["ce"], rtol=1e-4, atol=1e-5)
+    if form == "relative":
+        torch.testing.assert_close(after["reco"], before["reco"], rtol=1e-4, atol=1e-7)
+    else:  # the raw form can be cut 100x without smoothing anything: why the relative form exists
+        torch.testing.assert_close(after["reco"], before["reco"] / 100, rtol=1e-3, atol=1e-9)
+
+
+def test_relative_reco_is_direct_computation():
+    h = torch.randn(2, 6, 8)
+    direct = torch.stack([(h[b, i + 1] - h[b, i]).pow(2).sum() / (0.5 * (h[b, i].pow(2).sum() + h[b, i + 1].pow(2).sum()))
+                          for b in range(2) for i in range(5)]).mean()
+    torch.testing.assert_close(reco_loss(h, "token", 2, "relative"), direct, rtol=1e-5, atol=1e-6)
+
+
+def test_window_starts_cover_every_latent_frame_or_the_config_is_refused():
+    accepted = refused = 0
+    for t in range(1, 8):
+        for w in range(1, t + 1):
+            for s in range(1, w + 1):
+                over = {"data.num_frames": 1 + 4 * (t - 1), "objective.window_frames": w, "objective.stride_frames": s,
+                        "objective.reco_weight": 0.0}
+                try:
+                    _cfg(**over)
+                except ConfigError as exc:
+                    assert "objective.stride_frames" in str(exc) and "never train" in str(exc)
+                    with pytest.raises(ValueError, match="stride_frames"):
+                        window_starts(t, w, s)
+                    refused += 1
+                    continue
+                covered = {f for start in window_starts(t, w, s) for f in range(start, start + w)}
+                assert covered == set(range(t)), (t, w, s)
+                accepted += 1
+    assert accepted and refused
+    with pytest.raises(ConfigError, match="never train latent frame 4"):  # W=2, stride 2 on 5 latent frames
+        _cfg(**{"objective.window_frames": 2, "objective.stride_frames": 2})

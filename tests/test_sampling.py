@@ -122,3 +122,65 @@ def test_sampling_refusals():
     with pytest.raises(ValueError, match="conditional model"):
         generate(_model(conditioning="none"), 1, 2, SamplingConfig(cfg_scale=2.0))
     assert generate(_model(conditioning="none"), 2, 2, SamplingConfig()).shape == (2, 2, 2, 2)
+
+
+def _record_context(model):
+    """Wrap prefill / forward_with_cache to record the video positions each call attends to."""
+    seen = []
+    prefill, step = model.prefill, model.forward_with_cache
+
+    def rec_prefill(cond, video):
+        seen.append(video.shape[1])
+        return prefill(cond, video)
+
+    def rec_step(video, start, cache, **kw):
+        seen.append(start + video.shape[1])
+        return step(video, start, cache, **kw)
+
+    model.prefill, model.forward_with_cache = rec_prefill, rec_step
+    return seen
+
+
+@pytest.mark.parametrize("num_latent", [5, 10, 20])  # the evaluation length and its 2x / 4x rollouts
+def test_fewer_frames_sampling_never_attends_past_the_trained_length(num_latent):
+    from arvid_ray.config import ExperimentConfig
+    from arvid_ray.sampling import trained_length
+
+    cfg = ExperimentConfig().replace(**{"data.num_frames": 17, "data.resolution": 16, "objective.kind": "fewer_frames",
+                                        "fewer_frames.num_frames": 2, "sampling.mode": "blockwise"})
+    assert trained_length(cfg) == 2 and cfg.latent_frames() == 5
+    torch.manual_seed(0)
+    model = build_model(cfg.model, VOCAB, cfg.latent_shape()).eval()  # built for 5 latent frames of 2 x 2
+    seen = _record_context(model)
+    out = generate(model, 2, num_latent, cfg.sampling, labels=torch.tensor([1, 2]), trained_frames=trained_length(cfg),
+                   generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, num_latent, 2, 2)
+    assert max(seen) == 2 * 4 - 1  # the last input of a 2-frame block: never more than the trained 2 frames
+    seen.clear()  # the model's grid alone would have decoded the first 5 frames in one pass
+    generate(model, 2, num_latent, cfg.sampling, labels=torch.tensor([1, 2]))
+    assert max(seen) == 5 * 4 - 1
+
+
+def test_blockwise_from_the_first_block_equals_reference():
+    model = _model()  # grid of 3 latent frames, trained on 2: blocks of 1 frame, each on the previous one
+    labels = torch.tensor([2, 5])
+    out = generate(model, 2, 5, SamplingConfig(temperature=0.0, mode="blockwise"), labels=labels, trained_frames=2)
+    with torch.no_grad():
+        cond = model.condition(labels, force_drop=False)
+        seq = _uncached_greedy(model, cond, torch.zeros(2, 0, dtype=torch.long), 8)  # first block: 2 frames
+        while seq.shape[1] < 20:
+            seq = torch.cat([seq, _uncached_greedy(model, cond, seq[:, -4:], 4)], 1)
+    assert torch.equal(out.flatten(1), seq)
+    with pytest.raises(ValueError, match="trained_frames"):
+        generate(model, 1, 2, SamplingConfig(), labels=torch.tensor([0]), trained_frames=4)
+
+
+def test_shuffle_frames_control_permutes_each_videos_frames():
+    model = _model()
+    labels = torch.tensor([0, 3, 6, 9])
+    plain = generate(model, 4, 3, SamplingConfig(temperature=0.0), labels=labels)
+    shuffled = generate(model, 4, 3, SamplingConfig(temperature=0.0, shuffle_frames=True), labels=labels,
+                        generator=torch.Generator().manual_seed(1))
+    for a, b in zip(plain, shuffled):  # the same frames, in another order
+        assert sorted(map(tuple, a.flatten(1).tolist())) == sorted(map(tuple, b.flatten(1).tolist()))
+    assert not torch.equal(plain, shuffled)

@@ -28,7 +28,7 @@ import numpy as np
 from arvid_ray.config import SynthConfig
 
 __all__ = ["CLASSES", "SHAPES", "DIRECTIONS", "COLORS", "SynthVideo", "render_video", "write_dataset",
-           "class_name", "split_of"]
+           "class_name", "split_of", "bounce_positions"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,25 @@ def _trajectory(rng: np.random.Generator, res: int, radius: float, direction: st
                 pos[axis], vel[axis] = 2 * hi - pos[axis], -vel[axis]
         pos = np.clip(pos, lo, hi)
     return positions, velocities
+
+
+def bounce_positions(start: np.ndarray, velocity: np.ndarray, radius: float | np.ndarray, resolution: int,
+                     num_frames: int) -> np.ndarray:
+    """The bounce physics in closed form: positions (..., T, 2) of objects starting at ``start`` (..., 2)
+    with per-frame ``velocity`` (..., 2), reflected at the walls [radius, resolution - 1 - radius].
+
+    Reflection at two walls is a fold of the free straight line with period 2L (L = the free span), so this
+    equals the frame-by-frame rule ``render_video`` uses (while one frame's step stays under 2L) and
+    vectorises over any leading batch of candidate starts and velocities (the trajectory fit uses that).
+    """
+    start, velocity = np.asarray(start, np.float64), np.asarray(velocity, np.float64)
+    radius = np.asarray(radius, np.float64)[..., None, None]
+    lo = radius
+    span = np.maximum(resolution - 1 - 2 * radius, 1e-6)  # L
+    t = np.arange(num_frames, dtype=np.float64)[:, None]  # (T, 1)
+    free = start[..., None, :] - lo + velocity[..., None, :] * t  # (..., T, 2): unreflected offset from lo
+    folded = np.mod(free, 2 * span)
+    return lo + np.where(folded <= span, folded, 2 * span - folded)
 
 
 def _coverage(shape: str, xs: np.ndarray, ys: np.ndarray, cx: float, cy: float, radius: float) -> np.ndarray:
