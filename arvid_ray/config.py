@@ -297,12 +297,18 @@ class ObjectiveConfig:
         _check_range("objective.reco_weight", self.reco_weight, 0.0)
         if self.kind == "local" and self.reco_axis == "frame" and self.reco_weight > 0 and self.window_frames < 2:
             _fail("objective.reco_axis", self.reco_axis,
+    first_frame_in_loss: bool = False
+    """Local Opt.: latent frame 0 is always in the loss besides the sampled window (the reading of the paper's
+    "+ first frame" row); the window's start is still drawn by first_frame_prob."""
                   "'frame' needs objective.window_frames >= 2 (pairs of adjacent latent frames); use 'token'")
 
 
 @dataclass(frozen=True)
 class FewerFramesConfig:
     num_frames: int = 2
+    reco_form: Literal["raw", "relative"] = "raw"
+    """ReCo form: raw = mean ||h_{i+1} - h_i||^2 / D; relative = ||h_{i+1} - h_i||^2 / mean(||h_i||^2, ||h_{i+1}||^2),
+    invariant to rescaling h (raw can be lowered by shrinking the final norm gain and growing the head)."""
     """Fewer-Frames: latent frames per training clip (block length at inference)."""
 
     def __post_init__(self) -> None:
@@ -341,6 +347,9 @@ class TrainConfig:
     """Clips per optimizer step across all workers; accumulation = global / (workers x micro)."""
     lr: float = 3e-4
     """Peak learning rate."""
+    shuffle_frames: bool = False
+    """Broken control only: permute each sampled video's latent frames after sampling (a measure that cannot
+    tell this from a real model does not measure temporal order)."""
     min_lr_ratio: float = 0.1
     """Cosine floor as a fraction of lr."""
     warmup_steps: int = 20
@@ -558,6 +567,13 @@ class ExperimentConfig:
     def to_yaml(self) -> str:
         import yaml
 
+        if self.objective.kind == "local" and self.objective.window_frames <= latent and (
+                latent - self.objective.window_frames) % self.objective.stride_frames:
+            last = (latent - self.objective.window_frames) // self.objective.stride_frames * self.objective.stride_frames
+            _fail("objective.stride_frames", self.objective.stride_frames,
+                  f"window starts 0, {self.objective.stride_frames}, .., {last} with window_frames="
+                  f"{self.objective.window_frames} never train latent frame {last + self.objective.window_frames} "
+                  f"of the clip's {latent}; use a stride that divides {latent - self.objective.window_frames}")
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
