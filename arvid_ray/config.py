@@ -443,6 +443,11 @@ class TrackingConfig:
     """Set by the sweep: child runs are nested under this run."""
     run_id: Optional[str] = None
     """Set by the sweep: log into this existing (child) run instead of creating one."""
+    flush_timeout_s: float = 30.0
+    """At a run's end, wait at most this long for MLflow to take the backlog (the rest: `arvid-ray sync`)."""
+
+    def __post_init__(self) -> None:
+        _check_range("tracking.flush_timeout_s", self.flush_timeout_s, 0)
 
 
 @dataclass(frozen=True)
@@ -535,6 +540,13 @@ class ExperimentConfig:
             _fail("objective.window_frames", self.objective.window_frames,
                   f"the window is larger than the clip: data.num_frames={self.data.num_frames} gives "
                   f"{latent} latent frames; use window_frames <= {latent}")
+        if self.objective.kind == "local" and self.objective.window_frames <= latent and (
+                latent - self.objective.window_frames) % self.objective.stride_frames:
+            last = (latent - self.objective.window_frames) // self.objective.stride_frames * self.objective.stride_frames
+            _fail("objective.stride_frames", self.objective.stride_frames,
+                  f"window starts 0, {self.objective.stride_frames}, .., {last} with window_frames="
+                  f"{self.objective.window_frames} never train latent frame {last + self.objective.window_frames} "
+                  f"of the clip's {latent}; use a stride that divides {latent - self.objective.window_frames}")
         if self.objective.kind == "fewer_frames" and self.fewer_frames.num_frames > latent:
             _fail("fewer_frames.num_frames", self.fewer_frames.num_frames,
                   f"must be <= the clip's {latent} latent frames")
@@ -567,13 +579,6 @@ class ExperimentConfig:
     def to_yaml(self) -> str:
         import yaml
 
-        if self.objective.kind == "local" and self.objective.window_frames <= latent and (
-                latent - self.objective.window_frames) % self.objective.stride_frames:
-            last = (latent - self.objective.window_frames) // self.objective.stride_frames * self.objective.stride_frames
-            _fail("objective.stride_frames", self.objective.stride_frames,
-                  f"window starts 0, {self.objective.stride_frames}, .., {last} with window_frames="
-                  f"{self.objective.window_frames} never train latent frame {last + self.objective.window_frames} "
-                  f"of the clip's {latent}; use a stride that divides {latent - self.objective.window_frames}")
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
