@@ -280,12 +280,18 @@ class ObjectiveConfig:
     """Local Opt.: window starts are multiples of this (in latent frames); must be <= window_frames."""
     first_frame_prob: Optional[float] = 0.5
     """Local Opt.: probability of a window containing the first frame (0.5 = balanced; None = uniform)."""
+    first_frame_in_loss: bool = False
+    """Local Opt.: latent frame 0 is always in the loss besides the sampled window (the reading of the paper's
+    "+ first frame" row); the window's start is still drawn by first_frame_prob."""
     reco_weight: float = 0.1
     """ReCo weight λ (0 disables ReCo)."""
     reco_layer: int = -1
     """Hidden-state layer for ReCo (-1 = final hidden state before the head)."""
     reco_axis: Literal["token", "frame"] = "token"
     """Adjacency for ReCo: consecutive tokens, or the same position in consecutive latent frames."""
+    reco_form: Literal["raw", "relative"] = "raw"
+    """ReCo form: raw = mean ||h_{i+1} - h_i||^2 / D; relative = ||h_{i+1} - h_i||^2 / mean(||h_i||^2, ||h_{i+1}||^2),
+    invariant to rescaling h (raw can be lowered by shrinking the final norm gain and growing the head)."""
 
     def __post_init__(self) -> None:
         _check_range("objective.window_frames", self.window_frames, 1)
@@ -297,18 +303,12 @@ class ObjectiveConfig:
         _check_range("objective.reco_weight", self.reco_weight, 0.0)
         if self.kind == "local" and self.reco_axis == "frame" and self.reco_weight > 0 and self.window_frames < 2:
             _fail("objective.reco_axis", self.reco_axis,
-    first_frame_in_loss: bool = False
-    """Local Opt.: latent frame 0 is always in the loss besides the sampled window (the reading of the paper's
-    "+ first frame" row); the window's start is still drawn by first_frame_prob."""
                   "'frame' needs objective.window_frames >= 2 (pairs of adjacent latent frames); use 'token'")
 
 
 @dataclass(frozen=True)
 class FewerFramesConfig:
     num_frames: int = 2
-    reco_form: Literal["raw", "relative"] = "raw"
-    """ReCo form: raw = mean ||h_{i+1} - h_i||^2 / D; relative = ||h_{i+1} - h_i||^2 / mean(||h_i||^2, ||h_{i+1}||^2),
-    invariant to rescaling h (raw can be lowered by shrinking the final norm gain and growing the head)."""
     """Fewer-Frames: latent frames per training clip (block length at inference)."""
 
     def __post_init__(self) -> None:
@@ -330,6 +330,9 @@ class SamplingConfig:
     sliding, half of it for blockwise)."""
     mode: Literal["sliding", "blockwise"] = "sliding"
     """sliding: keep the last context_frames; blockwise: Fewer-Frames inference, one block on the previous."""
+    shuffle_frames: bool = False
+    """Broken control only: permute each sampled video's latent frames after sampling (a measure that cannot
+    tell this from a real model does not measure temporal order)."""
 
     def __post_init__(self) -> None:
         _check_range("sampling.temperature", self.temperature, 0.0)
@@ -347,9 +350,6 @@ class TrainConfig:
     """Clips per optimizer step across all workers; accumulation = global / (workers x micro)."""
     lr: float = 3e-4
     """Peak learning rate."""
-    shuffle_frames: bool = False
-    """Broken control only: permute each sampled video's latent frames after sampling (a measure that cannot
-    tell this from a real model does not measure temporal order)."""
     min_lr_ratio: float = 0.1
     """Cosine floor as a fraction of lr."""
     warmup_steps: int = 20
@@ -443,11 +443,6 @@ class TrackingConfig:
     """Set by the sweep: child runs are nested under this run."""
     run_id: Optional[str] = None
     """Set by the sweep: log into this existing (child) run instead of creating one."""
-    flush_timeout_s: float = 30.0
-    """At a run's end, wait at most this long for MLflow to take the backlog (the rest: `arvid-ray sync`)."""
-
-    def __post_init__(self) -> None:
-        _check_range("tracking.flush_timeout_s", self.flush_timeout_s, 0)
 
 
 @dataclass(frozen=True)
