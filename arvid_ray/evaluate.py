@@ -28,7 +28,7 @@ from arvid_ray.metrics.consistency import batch_flow_consistency, trajectory_err
 from arvid_ray.metrics.frechet import frechet_from_features, kernel_distance
 
 __all__ = ["RealClips", "real_clips", "real_features", "evaluate_videos", "evaluate_model",
-           "evaluate_checkpoint", "metric_names", "segment_starts"]
+           "evaluate_checkpoint", "metric_names", "segment_starts", "reconstruction_fd"]
 
 log = logging.getLogger(__name__)
 
@@ -186,15 +186,47 @@ def _sample(model, tokenizer, cfg: ExperimentConfig, num_latent: int, labels, ca
 
 
 def _generate(model, b, num_latent, cfg, labels, captions, prompt, gen):
-    from arvid_ray.sampling import generate
+    from arvid_ray.sampling import generate, trained_length
 
     kind = cfg.model.conditioning
     return generate(model, b, num_latent, cfg.sampling, labels=labels if kind == "class" else None,
-                    captions=captions if kind == "text" else None, prompt_tokens=prompt, generator=gen)
+                    captions=captions if kind == "text" else None, prompt_tokens=prompt, generator=gen,
+                    trained_frames=trained_length(cfg))  # a Fewer-Frames model never sees more than it trained on
 
 
-def _drift(model, tokenizer, cfg, extractor, real_feats, labels, captions, out: dict) -> dict[str, list[float]]:
-    """Roll out each multiple k of the training length; FD per training-length segment → curves."""
+def reconstruction_fd(cfg: ExperimentConfig, tokenizer, extractor, clips: RealClips, real_feats: np.ndarray,
+                      n: int) -> float:
+    """eval/fd_recon: Fréchet distance of ``n`` tokenizer-reconstructed real clips to the real reference
+    (the same N and extractor as the generated videos). No AR model over these tokens can beat it: a
+    perfect sampler of the token distribution produces exactly such reconstructions. The reconstructed
+    clips are the pool's second half (disjoint from the reference clips, as generated videos are) when the
+    pool holds 2N clips."""
+    pool = clips.frames[n:2 * n] if len(clips.frames) >= 2 * n else clips.frames[:n]
+    recon = []
+    with torch.no_grad():
+        for i in range(0, len(pool), cfg.eval.batch_size):
+            recon.append(tokenizer.decode(tokenizer.encode(pool[i:i + cfg.eval.batch_size])).cpu().numpy())
+    recon = np.concatenate(recon).astype(np.uint8)
+    return frechet_from_features(real_feats[:max(n, 2)], extractor(recon))
+
+
+def _ground_truth_drift(cfg, k: int, videos: np.ndarray, starts: list[int], out: dict) -> list[float]:
+    """Bounce-physics trajectory error and identity retention per segment of one k-fold rollout."""
+    from arvid_ray.metrics.trajectory import ground_truth_drift
+
+    gt = ground_truth_drift(videos, starts, cfg.data.num_frames)
+    for j, (err, ident) in enumerate(zip(gt["traj_error"], gt["identity"])):
+        out[f"eval/traj_error_{k}x_seg{j + 1}"] = err
+        out[f"eval/identity_{k}x_seg{j + 1}"] = ident
+        out[f"eval/traj_error_seg{j + 1}"] = err  # the longest rollout's (multipliers run in increasing order)
+        out[f"eval/identity_seg{j + 1}"] = ident
+    return gt["traj_error"]
+
+
+def _drift(model, tokenizer, cfg, extractor, real_feats, labels, captions, out: dict,
+           traj_curves: dict | None = None) -> dict[str, list[float]]:
+    """Roll out each multiple k of the training length; FD per training-length segment → curves (and, on
+    the synthetic data, the ground-truth trajectory error per segment into ``traj_curves``)."""
     t_train = cfg.latent_frames()
     fd_key = metric_names(extractor.id)[0]
     curves: dict[str, list[float]] = {}
@@ -213,6 +245,8 @@ def _drift(model, tokenizer, cfg, extractor, real_feats, labels, captions, out: 
             out[f"eval/drift_{k}x_seg{j + 1}"] = fd
         out[f"eval/drift_{k}x"] = curve[-1]  # quality of the last segment of the k-fold rollout
         curves[f"{k}x"] = curve
+        if traj_curves is not None:
+            traj_curves[f"{k}x"] = _ground_truth_drift(cfg, k, videos, starts, out)
         log.info("drift %dx: %s = %s per segment", k, fd_key, ", ".join(f"{v:.3g}" for v in curve))
     return curves
 
@@ -280,15 +314,23 @@ def evaluate_model(cfg: ExperimentConfig, model, tokenizer, *, out_dir: str | Pa
                               seed=cfg.experiment.seed)
     metrics.update({"eval/real_warp_error": real["warp_error"], "eval/real_motion": real["motion"],
                     "eval/real_n": float(len(clips.labels))})
+    metrics["eval/fd_recon"] = reconstruction_fd(cfg, tokenizer, extractor, clips, real["features"], n)
     if clips.positions is not None and cfg.eval.trajectory_videos:
         metrics["eval/traj_error"] = _trajectory(model, tokenizer, cfg, clips, min(n, cfg.eval.trajectory_videos))
-    curves = _drift(model, tokenizer, cfg, extractor, real["features"], labels, captions, metrics)
+    traj_curves: dict[str, list[float]] | None = {} if clips.positions is not None else None
+    curves = _drift(model, tokenizer, cfg, extractor, real["features"], labels, captions, metrics, traj_curves)
     _write_samples(videos, out_dir, "sample", cfg.eval.num_sample_videos, cfg.synth.fps)
     files = [out_dir / "metrics.json"]
     if curves:
         files.append(drift_plot(curves, out_dir / "plots" / "drift.png", metric=metric_names(extractor.id)[0],
                                 n=min(n, cfg.eval.drift_videos or n), floor=metrics["eval/drift_floor"],
                                 segment_frames=cfg.data.num_frames))
+    if traj_curves:
+        from arvid_ray.report import segment_curve_plot
+
+        files.append(segment_curve_plot(traj_curves, out_dir / "plots" / "traj_error.png",
+                                        metric="trajectory error vs bounce physics (px)",
+                                        n=min(n, cfg.eval.drift_videos or n), segment_frames=cfg.data.num_frames))
     (out_dir / "metrics.json").write_text(json.dumps({"extractor": extractor.id, **metrics}, indent=2))
     if tracker is not None:
         tracker.log_metrics(metrics, step)

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["pareto_plot", "drift_plot", "markdown_table", "sweep_report"]
+__all__ = ["pareto_plot", "drift_plot", "segment_curve_plot", "markdown_table", "sweep_report"]
 
 
 def _pyplot():
@@ -74,6 +74,31 @@ def drift_plot(curves: Mapping[str, Sequence[float]], path: str | Path, *, metri
     ax.set_title("long-horizon drift")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper right")
+    return _save(fig, plt, path)
+
+
+def segment_curve_plot(curves: Mapping[str, Sequence[float]], path: str | Path, *, metric: str,
+                       n: int | None = None, segment_frames: int | None = None,
+                       references: Mapping[str, float] | None = None, title: str | None = None) -> Path:
+    """One line per curve (a rollout such as '4x', or an ablation row) of a per-segment number — e.g. the
+    ground-truth trajectory error — with optional horizontal reference lines (name → value)."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, values in curves.items():
+        ax.plot(range(1, len(values) + 1), list(values), "-o", ms=4, label=str(name))
+    for name, value in (references or {}).items():
+        if value is not None and math.isfinite(value):
+            ax.axhline(value, ls="--", c="gray", lw=1)
+            ax.annotate(name, (1, value), fontsize=7, xytext=(2, 2), textcoords="offset points", color="gray")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    unit = f" ({segment_frames} frames each)" if segment_frames else ""
+    ax.set_xlabel(f"temporal segment{unit}; 1 = training length")
+    ax.set_ylabel(metric + (f" (N={n})" if n else ""))
+    ax.set_title(title or "per-segment drift")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
     return _save(fig, plt, path)
 
 

@@ -74,3 +74,29 @@ def test_tracker_recovers_ground_truth_state_of_synthetic_videos():
     cfg = SynthConfig(num_videos=24, seed=3)
     errors = [trajectory_error(v.frames, v.state["position"]) for v in (render_video(i, cfg) for i in range(24))]
     assert max(errors) < 1.5 and float(np.mean(errors)) < 0.5  # pixels, distractors included
+
+
+def _long_synthetic(n=8, frames=77):
+    from arvid_ray.config import SynthConfig
+    from arvid_ray.video.synthetic import render_video
+
+    return np.stack([render_video(i, SynthConfig(num_frames=frames)).frames for i in range(n)])
+
+
+def test_ground_truth_drift_is_low_on_real_videos_and_high_on_broken_ones():
+    from arvid_ray.metrics.trajectory import ground_truth_drift
+
+    real = _long_synthetic()
+    starts = [0, 17, 37, 57]  # segments of a 4x rollout of 5 latent frames
+    good = ground_truth_drift(real, starts, 17)
+    assert len(good["traj_error"]) == 4 and max(good["traj_error"]) < 2.5
+    assert min(good["identity"]) > 0.85
+    rng = np.random.default_rng(0)
+    shuffled = ground_truth_drift(np.stack([v[rng.permutation(len(v))] for v in real]), starts, 17)
+    frozen = ground_truth_drift(np.repeat(real[:, :1], 77, axis=1), starts, 17)  # no motion is not bounce physics
+    for bad in (shuffled, frozen):
+        assert min(bad["traj_error"][1:]) > 4 * max(good["traj_error"])
+    recoloured = real.copy()
+    recoloured[:, 37:] = recoloured[:, 37:, :, :, ::-1]  # RGB -> BGR from segment 3 on: a new object colour
+    ident = ground_truth_drift(recoloured, starts, 17)["identity"]
+    assert ident[0] > 0.85 and ident[3] < 0.5

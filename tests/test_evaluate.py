@@ -135,3 +135,36 @@ def test_evaluate_debug_checkpoint_on_ray_logs_to_mlflow(tmp_path, ray_session, 
     arts |= {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"samples/sample_00.mp4", "samples/sample_grid.gif", "plots/drift.png"} <= arts
     assert (tmp_path / "out" / "metrics.json").is_file()
+
+
+def test_fd_recon_is_a_floor_the_model_and_the_shuffled_control_stay_above(tmp_path):
+    import torch
+
+    from arvid_ray.evaluate import _sample, reconstruction_fd
+    from arvid_ray.metrics.trajectory import ground_truth_drift
+    from arvid_ray.model import build_model
+    from arvid_ray.tokenizer import load_tokenizer
+
+    cfg = _cfg(tmp_path, **{"tokenizer.name": "builtin", "eval.num_videos": 16, "eval.batch_size": 16})
+    ext, tok = SynthC3DExtractor(), load_tokenizer(cfg.tokenizer)
+    clips = real_clips(cfg, 32)
+    real = real_features(cfg, ext, clips)["features"]
+    recon = reconstruction_fd(cfg, tok, ext, clips, real, 16)
+    floor = evaluate_videos(real, clips.frames[16:], ext)["eval/fd_floor"]
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.vocab_size, cfg.latent_shape())  # an untrained model
+    videos = _sample(model, tok, cfg, cfg.latent_frames(), clips.labels[:16], clips.captions[:16])
+    model_fd = evaluate_videos(real, videos, ext)["eval/fd_synthc3d"]
+    # the shuffled control on the best a model could do: real clips' tokens with their latent frames permuted
+    with torch.no_grad():
+        tokens = tok.encode(clips.frames[16:])  # (16, 5, h, w)
+        order = torch.stack([torch.randperm(5, generator=torch.Generator().manual_seed(i)) for i in range(16)])
+        shuffled = tok.decode(torch.take_along_dim(tokens, order[:, :, None, None], 1)).numpy()
+        unshuffled = tok.decode(tokens).numpy()
+    control_fd = evaluate_videos(real, shuffled, ext)["eval/fd_synthc3d"]
+    assert 0 < recon < model_fd and recon < control_fd
+    assert recon < 10 * max(floor, 1.0)  # the tokenizer keeps what the extractor sees
+    starts = segment_starts(17, 17, 5, 4)
+    fit = ground_truth_drift(unshuffled, starts, 17)["traj_error"][0]
+    broken = ground_truth_drift(shuffled, starts, 17)["traj_error"][0]
+    assert broken > 3 * fit  # the physics fit cannot explain frames out of order

@@ -78,6 +78,22 @@ def test_bounce_flips_velocity_and_keeps_label():
     assert bounced >= 8, "33 frames at these speeds should make most objects hit a wall"
 
 
+
+def test_bounce_positions_is_the_render_rule_in_closed_form():
+    from arvid_ray.video.synthetic import bounce_positions
+
+    cfg = SynthConfig(num_frames=77, resolution=48, second_object_prob=0.0)
+    for i in range(12):  # 77 frames: several bounces per video, on both axes
+        state = render_video(i, cfg).state
+        pos, vel, r = state["position"], state["velocity"], float(state["radius"][0])
+        np.testing.assert_allclose(bounce_positions(pos[0], vel[0], r, 48, 77), pos, atol=1e-3)
+    # batched: leading candidate dimensions broadcast
+    batch = bounce_positions(np.zeros((3, 2)) + 10, np.ones((3, 2)), np.full(3, 4.0), 48, 5)
+    assert batch.shape == (3, 5, 2)
+    # a longer render continues the same video: its first frames and trajectory are unchanged
+    short, long = render_video(3, SynthConfig(num_frames=33)), render_video(3, SynthConfig(num_frames=77))
+    np.testing.assert_array_equal(short.frames, long.frames[:33])
+
 def _flow_and_shape_features(gray: np.ndarray) -> np.ndarray:
     """Translation-invariant features from frame differences: unit flow direction + a corner score."""
     kernel = np.ones(5) / 5
