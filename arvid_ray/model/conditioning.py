@@ -85,12 +85,15 @@ class ClassConditioner(Conditioner):
         if labels is None:
             raise ValueError("class conditioning needs batch['label'] (LongTensor [B]); set "
                              "model.conditioning='none' for unlabelled data")
-        labels = torch.as_tensor(labels, device=self.embedding.weight.device).long().reshape(-1)
-        bad = (labels < 0) | (labels >= self.num_classes)
+        labels = torch.as_tensor(labels).long().reshape(-1)
         drop = _drop_mask(len(labels), self.dropout, self.training, generator, force_drop, labels.device)
-        if bool((bad & ~drop).any()):
-            raise ValueError(f"labels {labels[bad & ~drop].tolist()} are outside [0, model.num_classes="
-                             f"{self.num_classes}); raise model.num_classes or fix the dataset labels")
+        if labels.device.type == "cpu":  # checked where it is free; the training loop checks its batches on
+            bad = (labels < 0) | (labels >= self.num_classes)  # the host before they move to the device
+            if bool((bad & ~drop).any()):
+                raise ValueError(f"labels {labels[bad & ~drop].tolist()} are outside [0, model.num_classes="
+                                 f"{self.num_classes}); raise model.num_classes or fix the dataset labels")
+        device = self.embedding.weight.device
+        labels, drop = labels.to(device, non_blocking=True), drop.to(device, non_blocking=True)
         labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.embedding(labels)[:, None, :]  # (B, 1, D)
 

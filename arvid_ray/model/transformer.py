@@ -64,10 +64,10 @@ class RotaryEmbedding3D(nn.Module):
 
 
 def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, H, n, Dh]; cos/sin [n, Dh]."""
+    """x [B, H, n, Dh]; cos/sin [n, Dh] in x's dtype (no fp32 round trip of bf16 activations)."""
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
-    return (x * cos + rotated * sin).to(x.dtype)
+    return x * cos + rotated * sin
 
 
 class Attention(nn.Module):
@@ -80,7 +80,9 @@ class Attention(nn.Module):
     def forward(self, x, rope, past):
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads)
         if rope is not None:
-            q, k = _apply_rotary(q, *rope), _apply_rotary(k, *rope)
+            # angles are computed in fp32 once per call; the tables (n x Dh) are cast, not the activations
+            cos, sin = (t.to(q.dtype) for t in rope)
+            q, k = _apply_rotary(q, cos, sin), _apply_rotary(k, cos, sin)
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, L + n, Dh)
         n, total = q.shape[2], k.shape[2]
@@ -194,6 +196,13 @@ class VideoTransformer(nn.Module):
             return cache
         return self.forward_with_cache(video, start, cache, hidden_layer=None, _logits=False).cache
 
+    def check_tokens(self, tokens: torch.Tensor) -> None:
+        """Refuse token ids outside [0, vocab_size). Call it on the host before the batch moves to the
+        device (the training loop does): inside the model the check would read the device every call."""
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}) (the tokenizer's vocab_size); got "
+                             f"[{int(tokens.min())}, {int(tokens.max())}]")
+
     def forward_flops(self, n_query: int, n_context: int) -> float:
         """FLOPs of one forward per sample: n_query tokens through every matmul (incl. the head) plus dense
         attention scores and weighted sum against n_context keys (2 FLOPs per multiply-add)."""
@@ -210,15 +219,14 @@ class VideoTransformer(nn.Module):
         return rearrange(tokens, "b t h w -> b (t h w)")
 
     def _embed(self, video: torch.Tensor, start: int) -> torch.Tensor:
-        if video.numel() and not torch.compiler.is_compiling() and (int(video.min()) < 0 or int(video.max()) >= self.vocab_size):
-            raise ValueError(f"token ids must lie in [0, {self.vocab_size}) (the tokenizer's vocab_size); got "
-                             f"[{int(video.min())}, {int(video.max())}]")
+        # no token-range check here (it would sync the device every call): see check_tokens
         x = self.tok_emb(video)  # (B, n, D)
         if self.positions == "learned" and video.shape[1]:
-            f, r, c = self._grid(start, video.shape[1])
-            if int(f.max()) >= self.latent_shape[0]:
+            last_frame = (start + video.shape[1] - 1) // self.tokens_per_frame  # from Python ints: no sync
+            if last_frame >= self.latent_shape[0]:
                 raise ValueError(f"learned positions cover {self.latent_shape[0]} latent frames; got frame "
-                                 f"{int(f.max())} (slide the context or use model.positions=rope3d)")
+                                 f"{last_frame} (slide the context or use model.positions=rope3d)")
+            f, r, c = self._grid(start, video.shape[1])
             x = x + self.pos_t(f) + self.pos_h(r) + self.pos_w(c)
         return self.drop(x)
 

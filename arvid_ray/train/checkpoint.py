@@ -2,9 +2,11 @@
 
 Layout of one checkpoint directory (``step_{step:07d}/``)::
 
-    model.pt          model state_dict (unwrapped; loads into a plain model for evaluation)
-    train_state.pt    optimizer + scheduler state, step, data position
-    rng_rank{r}.pt    torch / numpy / python RNG state and the objective generator of rank r
+    model.pt          full model state_dict, plain parameter names (gathered from FSDP shards by rank 0);
+                      loads into a plain model of any world size for evaluation or resuming
+    train_state.pt    optimizer state (keyed by parameter name, full tensors), scheduler, step, data
+                      position, the cost meter's run totals
+    rng_rank{r}.pt    torch / numpy / python RNG state, the CFG generator and the data position of rank r
     config.yaml       the resolved ExperimentConfig that produced it
 
 Design trade-off: every file holds only tensors and plain containers so that loading uses
@@ -77,6 +79,10 @@ class TrainState:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
+    cost: dict[str, float] | None = None
+    data: dict[str, int] | None = None
+    """This rank's data position {"epoch", "offset"} (batches into that epoch), else rank 0's; None in
+    checkpoints older than it (then only ``data_position``, micro-batches consumed, is known)."""
     config: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -152,30 +158,41 @@ def save_checkpoint(
     scheduler: Any = None,
     rank: int = 0,
     generator: torch.Generator | None = None,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    cost: dict[str, float] | None = None,
+    data: dict[str, int] | None = None,
 ) -> Path:
     """Write this rank's share of a checkpoint into ``directory`` (created).
 
-    Rank 0 writes model, optimizer, scheduler, step, data position and config; every rank writes its RNG.
+    Rank 0 writes model (``model_state``, e.g. gathered from FSDP shards, else ``model.state_dict()``),
+    optimizer (``optimizer_state`` else ``optimizer.state_dict()``), scheduler, step, data position, cost
+    totals and config; every rank writes its RNG and data position.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        if model is None:
-            raise ValueError("save_checkpoint on rank 0 needs the model")
-        inner = getattr(model, "module", model)  # DDP / prepare_model wrapper
-        inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
-        torch.save(inner.state_dict(), directory / "model.pt")
+        if model_state is None:
+            if model is None:
+                raise ValueError("save_checkpoint on rank 0 needs the model or its state")
+            inner = getattr(model, "module", model)  # DDP wrapper
+            model_state = getattr(inner, "_orig_mod", inner).state_dict()  # torch.compile wrapper
+        torch.save(model_state, directory / "model.pt")
+        if optimizer_state is None and optimizer is not None:
+            optimizer_state = optimizer.state_dict()
         torch.save(
             {
                 "step": int(step),
                 "data_position": int(data_position),
-                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "data": dict(data) if data else None,
+                "cost": dict(cost) if cost else None,
+                "optimizer": optimizer_state,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
             },
             directory / "train_state.pt",
         )
         (directory / "config.yaml").write_text(cfg.to_yaml())
-    torch.save(capture_rng(generator), directory / f"rng_rank{rank}.pt")
+    torch.save({**capture_rng(generator), "data": dict(data) if data else None}, directory / f"rng_rank{rank}.pt")
     return directory
 
 
@@ -217,7 +234,9 @@ def load_checkpoint(
 ) -> TrainState:
     """Load a checkpoint (never executing code) into the given objects; return the TrainState.
 
-    With ``cfg``, a checkpoint whose config differs in a shape field is refused first.
+    With ``cfg``, a checkpoint whose config differs in a shape field is refused first. ``model`` is a
+    plain (not yet sharded) model; a trainer that shards after loading passes ``optimizer=None`` and loads
+    ``TrainState.optimizer`` into the sharded optimizer (``parallel.load_optimizer_state``).
     """
     directory = Path(directory)
     if not (directory / "model.pt").exists():
@@ -232,11 +251,14 @@ def load_checkpoint(
         check_compatible(saved_cfg, cfg, where=f"checkpoint {directory}")
     weights = _safe_load(directory / "model.pt")
     meta = _safe_load(directory / "train_state.pt")
-    if model is not None:
-        inner = getattr(model, "module", model)
-        getattr(inner, "_orig_mod", inner).load_state_dict(weights)
+    inner = getattr(model, "module", model)  # DDP wrapper
+    inner = getattr(inner, "_orig_mod", inner)  # torch.compile wrapper
+    if inner is not None:
+        inner.load_state_dict(weights)
     if optimizer is not None and meta.get("optimizer") is not None:
-        optimizer.load_state_dict(meta["optimizer"])
+        from arvid_ray.train.parallel import load_optimizer_state
+
+        load_optimizer_state(inner, optimizer, meta["optimizer"])
     if scheduler is not None and meta.get("scheduler") is not None:
         scheduler.load_state_dict(meta["scheduler"])
     rng_path = directory / f"rng_rank{rank}.pt"
@@ -254,6 +276,8 @@ def load_checkpoint(
         optimizer=meta.get("optimizer"),
         scheduler=meta.get("scheduler"),
         rng=rng,
+        cost=meta.get("cost"),
+        data=(rng or {}).get("data") or meta.get("data"),
         config=saved_cfg.to_dict(),
         path=directory,
     )

@@ -6,6 +6,11 @@ prefix of Local Opt.), not profiled. That makes the number cheap, deterministic 
 objectives and devices, at the price of ignoring kernel-level waste — which is exactly what MFU then
 exposes. Each rank measures its own work; a data-parallel run is symmetric, so rank 0 scales its numbers
 by the world size instead of paying for a collective on every log step.
+
+The run totals (accelerator-seconds, dollars, tokens, FLOPs, wall time) are saved in every checkpoint
+(``state``) and continued by the next attempt (``restore``), so a trial restarted after a failure or a
+spot preemption is billed for all its attempts, not only the last one. Not billed: the work between the
+last checkpoint and the failure, and the restart itself (nothing records them).
 """
 
 from __future__ import annotations
@@ -87,6 +92,7 @@ class CostMeter:
     flops: float = 0.0
     steps: int = 0
     _last_steps: int = 0
+    prior: dict[str, float] = field(default_factory=dict)  # run totals of earlier attempts (``restore``)
     _window: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # step s, wait s, tokens
 
     def __post_init__(self) -> None:
@@ -132,15 +138,31 @@ class CostMeter:
     def wall_s(self) -> float:
         return time.perf_counter() - self.start_time
 
+    def state(self) -> dict[str, float]:
+        """Run totals so far (this attempt plus the earlier ones): what a checkpoint saves."""
+        wall = self.wall_s()
+        return {
+            "device_s": self.prior.get("device_s", 0.0) + self.devices() * wall,
+            "usd": self.prior.get("usd", 0.0) + self.devices() * wall / 3600.0 * self._price(),
+            "tokens": self.prior.get("tokens", 0.0) + self.tokens * self.world_size,
+            "flops": self.prior.get("flops", 0.0) + self.flops * self.world_size,
+            "wall_s": self.prior.get("wall_s", 0.0) + wall,
+        }
+
+    def restore(self, state: Mapping[str, float] | None) -> None:
+        """Continue the totals of a checkpointed run (its attempts may have had another world size/device)."""
+        self.prior = {k: float(v) for k, v in (state or {}).items()}
+
+    def _price(self) -> float:
+        return float(self.cfg.cost.price_per_hour.get(self.accelerator, 0.0))
+
     def metrics(self, reset_window: bool = True) -> dict[str, float]:
         """Run-level cost/* metrics since the start; train/* throughput (tokens/s, step time, data-wait
         fraction) over the window since the last call, so the first window shows start-up honestly and later
         ones the steady state."""
-        wall = max(self.wall_s(), 1e-9)
-        hours = self.devices() * wall / 3600.0
-        price = float(self.cfg.cost.price_per_hour.get(self.accelerator, 0.0))
+        total = self.state()
+        device_s = max(total["device_s"], 1e-9)
         peak = float(self.cfg.cost.peak_tflops.get(self.accelerator, 0.0)) * 1e12
-        total_flops = self.flops * self.world_size
         win_step, win_wait, win_tokens = self._window
         win_time = win_step + win_wait
         out = {
@@ -148,12 +170,12 @@ class CostMeter:
             "train/step_time_s": win_time / max(self.steps - self._last_steps, 1),
             "train/data_wait_frac": win_wait / win_time if win_time > 0 else 0.0,
             "train/peak_mem_gb": peak_memory_gb(self.device),
-            "cost/wall_time_s": wall,
-            "cost/gpu_hours": hours,
-            "cost/usd": hours * price,
-            "cost/train_flops": total_flops,
-            "cost/mfu": total_flops / (wall * peak * self.devices()) if peak > 0 else 0.0,
-            "cost/tokens": self.tokens * self.world_size,
+            "cost/wall_time_s": total["wall_s"],
+            "cost/gpu_hours": device_s / 3600.0,
+            "cost/usd": total["usd"],
+            "cost/train_flops": total["flops"],
+            "cost/mfu": total["flops"] / (device_s * peak) if peak > 0 else 0.0,
+            "cost/tokens": total["tokens"],
         }
         if reset_window:
             self._window = [0.0, 0.0, 0.0]

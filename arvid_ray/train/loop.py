@@ -1,16 +1,23 @@
 """The training loop: a plain function over a plain iterator, in one process, on CPU or one GPU.
 
-Design trade-off: everything distributed is injected — ``wrap_model`` (DDP via Ray's prepare_model),
-``grad_sync`` (an all-reduce when the objective bypasses DDP's forward), and a ``Reporter`` that receives
-metrics and a "save a checkpoint here" callback at the cadence points. The single-process path
+Design trade-off: nothing distributed lives here — ``parallel.parallelize`` applies DDP or FSDP2 (and
+compile, activation checkpointing) to the model when a process group of >= 2 ranks exists, and a
+``Reporter`` receives metrics and a "save a checkpoint here" callback at the cadence points. The single-process path
 (``LocalReporter``) writes metrics to the run directory / MLflow and checkpoints to
 ``<run_dir>/checkpoints/step_*``; the Ray worker plugs in ``ray.train.report``. The same loop therefore
 runs in unit tests, in ``train.num_workers=0`` and on every Ray Train rank, and every rank reaches the
 same cadence points (Ray requires the same number of reports on every rank).
+
+Resuming seeks the data instead of replaying it: ``cycle`` returns a ``Cycle`` that knows its position
+(epoch, batches into it), the checkpoint records it per rank, and a resumed run opens that epoch at that
+offset — exactly, when the source can seek (``make_iter(epoch, skip=k)``: in-memory lists, a worker's
+cached shard); a Ray Data stream cannot seek, and its source decides (the worker starts a fresh pass:
+no read is wasted, the interrupted epoch's order is not reproduced — Ray Data never guaranteed it).
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -26,21 +33,23 @@ import torch
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.tracking import Tracker
 from arvid_ray.train import checkpoint as ckpt
+from arvid_ray.train import parallel
 from arvid_ray.train.cost import CostMeter
 from arvid_ray.train.step import (
     autocast_context,
     build_optimizer,
     build_scheduler,
     grad_accum_steps,
-    maybe_compile,
     rank_generator,
     seed_everything,
     train_step,
+    window_seed,
 )
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Reporter", "LocalReporter", "LoopResult", "train_loop", "build_training_model", "vocab_size"]
+__all__ = ["Reporter", "LocalReporter", "LoopResult", "Cycle", "cycle", "train_loop", "build_training_model",
+           "vocab_size"]
 
 SaveFn = Callable[[Path], None]
 
@@ -106,6 +115,16 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return out
 
 
+def _check_on_host(model: torch.nn.Module, batch: dict) -> None:
+    """Token and label ranges, checked before the batch moves to the device (free on the host; inside the
+    model each check would be a device→host read per call)."""
+    if isinstance(batch.get("tokens"), torch.Tensor):
+        model.check_tokens(batch["tokens"])
+    check_labels = getattr(model.conditioner, "check_labels", None)
+    if check_labels is not None and isinstance(batch.get("label"), torch.Tensor):
+        check_labels(batch["label"])
+
+
 def _next(it: Iterator[dict], meter: CostMeter, step: int) -> dict:
     try:
         return meter.timed_next(it)
@@ -116,17 +135,65 @@ def _next(it: Iterator[dict], meter: CostMeter, step: int) -> dict:
         ) from None
 
 
-def cycle(make_iter: Callable[[int], Iterable[dict]], start_epoch: int = 0) -> Iterator[dict]:
+def _accepts_skip(make_iter: Callable) -> bool:
+    try:
+        return "skip" in inspect.signature(make_iter).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class Cycle:
+    """Epochs chained forever; ``position()`` is (epoch, batches consumed in it) and ``seek`` reopens there.
+
+    ``make_iter(epoch)`` gives one epoch's batches; if it also takes ``skip``, ``make_iter(epoch, skip=k)``
+    must start after the first k batches of that epoch without reading them. Otherwise a seek re-reads
+    (and drops) at most one epoch's first batches — never the whole run's.
+    """
+
+    def __init__(self, make_iter: Callable[..., Iterable[dict]], start_epoch: int = 0):
+        self.make_iter = make_iter
+        self.epoch, self.offset = start_epoch, 0
+        self._it: Iterator[dict] | None = None
+        self._yielded = self._resumed = False
+
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.offset
+
+    def seek(self, epoch: int, offset: int) -> None:
+        self.epoch, self.offset, self._it = int(epoch), int(offset), None
+
+    def __iter__(self) -> Cycle:
+        return self
+
+    def _open(self) -> Iterator[dict]:
+        if self.offset == 0:
+            return iter(self.make_iter(self.epoch))
+        if _accepts_skip(self.make_iter):
+            return iter(self.make_iter(self.epoch, skip=self.offset))
+        log.info("re-reading %d batches of epoch %d to reach the checkpoint's data position (the source "
+                 "cannot seek)", self.offset, self.epoch)
+        return itertools.islice(iter(self.make_iter(self.epoch)), self.offset, None)
+
+    def __next__(self) -> dict:
+        while True:
+            if self._it is None:
+                self._it, self._yielded, self._resumed = self._open(), False, self.offset > 0
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                if not self._yielded and not self._resumed:
+                    raise ValueError(f"epoch {self.epoch} of the training data is empty; check "
+                                     f"data.train_split and the dataset") from None
+                self.epoch, self.offset, self._it = self.epoch + 1, 0, None
+                continue
+            self._yielded = True
+            self.offset += 1
+            return batch
+
+
+def cycle(make_iter: Callable[..., Iterable[dict]], start_epoch: int = 0) -> Cycle:
     """Chain epochs forever: ``make_iter(epoch)`` gives one epoch's batches (e.g. shuffled by epoch)."""
-    for epoch in itertools.count(start_epoch):
-        empty = True
-        for batch in make_iter(epoch):
-            empty = False
-            yield batch
-        if empty:
-            raise ValueError(
-                f"epoch {epoch} of the training data is empty; check data.train_split and the dataset"
-            )
+    return Cycle(make_iter, start_epoch)
 
 
 def _validate(model, objective, val_batches, cfg, device, autocast) -> float:
@@ -160,8 +227,9 @@ class _Run:
     """Everything one rank trains with; built once by ``_setup``."""
 
     cfg: ExperimentConfig
-    model: torch.nn.Module  # possibly wrapped (prepare_model / torch.compile)
-    inner: torch.nn.Module  # the plain model: checkpoints, FLOPs, validation
+    module: torch.nn.Module  # what the step calls: the loss module, DDP(loss module), or over an FSDP model
+    loss: parallel.LossModule  # holds the generators
+    inner: torch.nn.Module  # the model (FSDP-sharded or plain): checkpoints, FLOPs, validation
     objective: Callable
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -175,20 +243,26 @@ class _Run:
     def autocast(self):
         return autocast_context(self.device, self.cfg.train.precision)
 
-    def save_fn(self, step: int) -> SaveFn:
+    def save_fn(self, step: int, batches: Iterator[dict]) -> SaveFn:
         position = self.position
+        data = dict(zip(("epoch", "offset"), batches.position())) if isinstance(batches, Cycle) else None
 
         def save(directory: Path) -> None:
+            # gathering FSDP shards is a collective: every rank runs this, rank 0 writes the full state
+            model_state = parallel.model_state(self.inner)
+            optimizer_state = parallel.optimizer_state(self.inner, self.optimizer)
             ckpt.save_checkpoint(
                 directory,
                 self.cfg,
                 step=step,
                 data_position=position,
-                model=self.inner,
-                optimizer=self.optimizer,
+                model_state=model_state,
+                optimizer_state=optimizer_state,
                 scheduler=self.scheduler,
                 rank=self.rank,
                 generator=self.generator,
+                cost=self.meter.state(),
+                data=data,
             )
 
         return save
@@ -196,54 +270,60 @@ class _Run:
     def validate(self, val_batches: Callable[[], Iterable[dict]]) -> float:
         return _validate(self.inner, self.objective, val_batches, self.cfg, self.device, self.autocast)
 
+    def plain_model(self) -> torch.nn.Module:
+        """The model for end-of-run work on rank 0 alone: itself, or — when sharded (each forward would need
+        every rank) or compiled (decoding would recompile per length) — a plain copy of its full weights.
+        A collective under FSDP: every rank calls it; the others get None."""
+        if not (parallel.is_fsdp(self.inner) or self.cfg.train.compile):
+            return self.inner
+        state = parallel.model_state(self.inner)
+        if self.rank != 0:
+            return None
+        model = build_training_model(self.cfg)
+        model.load_state_dict(state)
+        return model.to(self.device)
 
-def _setup(
-    cfg: ExperimentConfig,
-    batches: Iterator[dict],
-    rank: int,
-    world_size: int,
-    device,
-    wrap_model,
-    resume_from,
-) -> _Run:
+
+def _resume(run: _Run, state: ckpt.TrainState, batches: Iterator[dict]) -> None:
+    """Optimizer, scheduler, cost totals and data position of a checkpoint, into a built run."""
+    if state.optimizer is not None:
+        parallel.load_optimizer_state(run.inner, run.optimizer, state.optimizer)
+    if state.scheduler is not None:
+        run.scheduler.load_state_dict(state.scheduler)
+    run.meter.restore(state.cost)
+    if state.data is not None and isinstance(batches, Cycle):
+        batches.seek(state.data["epoch"], state.data["offset"])
+        return
+    if state.data_position:  # an older checkpoint, or a plain iterator: only the count is known
+        log.warning("replaying %d consumed micro-batches to reach the checkpoint's data position (the "
+                    "checkpoint or the iterator has no seekable position)", state.data_position)
+        for _ in range(state.data_position):
+            next(batches)
+
+
+def _setup(cfg: ExperimentConfig, batches: Iterator[dict], rank: int, world_size: int, device, resume_from) -> _Run:
     from arvid_ray.objectives import build_objective
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_training_model(cfg).to(device)
+    model = build_training_model(cfg)
     seed_everything(cfg.experiment.seed, rank)
     generator = rank_generator(cfg.experiment.seed, rank)
-    optimizer = build_optimizer(model, cfg.train)
+    state = None
+    if resume_from is not None:  # full weights into the plain model, before it is sharded
+        state = ckpt.load_checkpoint(resume_from, cfg, model=model, rank=rank, generator=generator)
+    model.to(device)
+    objective = build_objective(cfg)
+    loss = parallel.LossModule(model, objective)
+    loss.generator, loss.window_generator = generator, torch.Generator()
+    module = parallel.parallelize(loss, cfg, device)
+    optimizer = build_optimizer(model, cfg.train)  # after sharding: FSDP replaced the parameters
     scheduler = build_scheduler(optimizer, cfg.train)
-    start, position = 0, 0
-    if resume_from is not None:
-        state = ckpt.load_checkpoint(
-            resume_from,
-            cfg,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            rank=rank,
-            generator=generator,
-        )
-        start, position = state.step, state.data_position
-        for _ in range(position):  # replay the data order up to the checkpoint
-            next(batches)
-    wrapped = maybe_compile(wrap_model(model) if wrap_model else model, cfg.train)
     meter = CostMeter(cfg, world_size=world_size, device=str(device), flops_fn=model.forward_flops)
-    return _Run(
-        cfg,
-        wrapped,
-        model,
-        build_objective(cfg),
-        optimizer,
-        scheduler,
-        generator,
-        device,
-        meter,
-        rank,
-        start,
-        position,
-    )
+    run = _Run(cfg, module, loss, model, objective, optimizer, scheduler, generator, device, meter, rank)
+    if state is not None:
+        _resume(run, state, batches)
+        run.start, run.position = state.step, state.data_position
+    return run
 
 
 def _window_means(window: list[dict[str, float]]) -> dict[str, float]:
@@ -264,22 +344,21 @@ def train_loop(
     rank: int = 0,
     world_size: int = 1,
     device: str | torch.device | None = None,
-    wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-    grad_sync: Callable[[torch.nn.Module], None] | None = None,
     resume_from: str | Path | None = None,
     on_step_end: Callable[[int], None] | None = None,
     final_hook: Callable[[ExperimentConfig, torch.nn.Module], dict[str, float]] | None = None,
 ) -> LoopResult:
     """Train ``cfg.train.steps`` optimizer steps from ``batches`` (micro-batches of data.batch_size).
 
-    Resuming from a checkpoint restores model, optimizer, scheduler, RNG and skips the micro-batches the
-    checkpointed run had consumed, so the following losses equal an uninterrupted run's. ``final_hook``
+    With a process group of ``world_size`` >= 2 ranks initialised, the model is trained data-parallel
+    (``train.parallelism``). Resuming from a checkpoint restores model, optimizer, scheduler, RNG, cost
+    totals and the data position (seeking a ``Cycle``, see the module docstring), so the following losses
+    equal an uninterrupted run's when the source can seek. ``final_hook``
     (rank 0, e.g. the final evaluation) adds metrics to the last report: code after the last report may
     never run under Tune.
     """
-    run = _setup(cfg, batches, rank, world_size, device, wrap_model, resume_from)
+    run = _setup(cfg, batches, rank, world_size, device, resume_from)
     accum = grad_accum_steps(cfg, world_size)
-    sync = (lambda: grad_sync(run.inner)) if grad_sync else None
     log.info(
         "rank %d: training %s (%.2fM params) steps %d..%d, accumulation %d, device %s",
         rank,
@@ -292,18 +371,21 @@ def train_loop(
     )
     steps, losses, window, metrics = [], [], [], {}
     for step in range(run.start + 1, cfg.train.steps + 1):
-        micro = [_to_device(_next(batches, run.meter, step), run.device) for _ in range(accum)]
+        micro = [_next(batches, run.meter, step) for _ in range(accum)]
+        for batch in micro:
+            _check_on_host(run.inner, batch)
+        micro = [_to_device(batch, run.device) for batch in micro]
         t0 = time.perf_counter()
         res = train_step(
-            run.model,
-            run.objective,
+            run.module,
             run.optimizer,
             run.scheduler,
             micro,
-            run.generator,
             grad_clip=cfg.train.grad_clip,
             autocast=run.autocast,
-            grad_sync=sync,
+            # every rank draws the same window start for micro-batch i of this step
+            before_micro=lambda i, step=step: run.loss.window_generator.manual_seed(
+                window_seed(cfg.experiment.seed, step, i)),
         )
         elapsed = time.perf_counter() - t0
         for out, bs, clip_tokens in res.micro:
@@ -330,10 +412,12 @@ def train_loop(
         window = []
         if do_eval and val_batches is not None:
             metrics["eval/val_ce"] = run.validate(val_batches)
-        if step == cfg.train.steps and final_hook is not None and rank == 0:
-            metrics.update(final_hook(cfg, run.inner))
+        if step == cfg.train.steps and final_hook is not None:
+            plain = run.plain_model()  # every rank: gathering shards is a collective
+            if rank == 0:
+                metrics.update(final_hook(cfg, plain))
         if reporter is not None:
-            reporter.report(step, metrics, run.save_fn(step) if do_ckpt else None)
+            reporter.report(step, metrics, run.save_fn(step, batches) if do_ckpt else None)
         if rank == 0:
             log.info(
                 "step %d/%d loss %.4f %s",

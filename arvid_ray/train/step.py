@@ -1,7 +1,9 @@
 """One optimizer step: AdamW with decoupled decay, warmup + cosine LR, clipping, accumulation, precision.
 
-Design trade-off: no Ray and no DDP knowledge here beyond ``no_sync`` — the same functions drive the
-single-process loop and every Ray Train rank, so the math is tested without a cluster. Gradient
+Design trade-off: no Ray and no parallelism knowledge here beyond "reduce gradients on the last
+micro-batch only" (``parallel.grad_sync``) — the same functions drive the single-process loop and every
+Ray Train rank, so the math is tested without a cluster. The step reads the device once: the loss
+terms and the gradient norm are summed on the device and copied to the host together at the end. Gradient
 accumulation is *derived* (global batch / (workers x micro-batch)) rather than configured, so changing the
 worker count keeps the optimisation identical; a global batch that does not divide is refused.
 """
@@ -25,9 +27,9 @@ __all__ = [
     "lr_factor",
     "grad_accum_steps",
     "autocast_context",
-    "maybe_compile",
     "seed_everything",
     "rank_generator",
+    "window_seed",
     "train_step",
     "StepResult",
 ]
@@ -82,10 +84,6 @@ def autocast_context(device: torch.device | str, precision: str) -> contextlib.A
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def maybe_compile(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
-    return torch.compile(model) if cfg.compile else model
-
-
 def seed_everything(seed: int, rank: int = 0) -> int:
     """Seed python, numpy and torch for one rank; returns the rank seed."""
     rank_seed = (seed * 1_000_003 + rank * 7919) % (2**31 - 1)
@@ -96,10 +94,16 @@ def seed_everything(seed: int, rank: int = 0) -> int:
 
 
 def rank_generator(seed: int, rank: int = 0) -> torch.Generator:
-    """The generator handed to the objective (window sampling, CFG dropout) on this rank."""
+    """The generator of this rank's CFG dropout (different on every rank, like its data)."""
     g = torch.Generator()
     g.manual_seed((seed * 1_000_003 + rank * 7919 + 1) % (2**31 - 1))
     return g
+
+
+def window_seed(seed: int, step: int, micro: int) -> int:
+    """Seed of the window-start draw of micro-batch ``micro`` of optimizer step ``step``: the same on every
+    rank (no rank waits for a longer window) and a pure function of the position, so resuming is exact."""
+    return (seed * 1_000_003 + step * 104_729 + micro * 7919 + 17) % (2**63 - 1)
 
 
 @dataclass
@@ -107,50 +111,59 @@ class StepResult:
     """Averages over the micro-batches of one optimizer step, plus per-micro-batch counters."""
 
     scalars: dict[str, float]
-    micro: list[tuple[dict[str, float], int, int]] = field(default_factory=list)  # (out, batch, clip tokens)
+    micro: list[tuple[dict[str, float], int, int]] = field(default_factory=list)  # (counters, batch, clip tokens)
     grad_norm: float = 0.0
     lr: float = 0.0
 
 
-def _scalar(v) -> float:
-    return float(v.detach().float().item()) if isinstance(v, torch.Tensor) else float(v)
+_LOSS_TERMS = ("loss", "ce", "reco")
+
+
+def _grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Clip in place and return the total norm as a plain device tensor (no host read here)."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    full = getattr(norm, "full_tensor", None)  # FSDP: a DTensor of the global norm
+    return full() if full is not None else norm
 
 
 def train_step(
-    model: torch.nn.Module,
-    objective: Callable,
+    module: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler,
     micro_batches: Sequence[dict],
-    generator: torch.Generator,
     *,
     grad_clip: float,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    grad_sync: Callable[[], None] | None = None,
+    before_micro: Callable[[int], None] | None = None,
 ) -> StepResult:
-    """Forward/backward over the micro-batches (DDP sync on the last one only; or ``grad_sync`` after
-    all of them), clip, step, schedule."""
+    """Forward/backward of ``module(batch)`` (a loss module: objective outputs) over the micro-batches,
+    reducing gradients across ranks on the last one only; clip, step, schedule; one device→host read."""
+    from arvid_ray.train.parallel import grad_sync
+
     optimizer.zero_grad(set_to_none=True)
     n = len(micro_batches)
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}
     micro = []
     for i, batch in enumerate(micro_batches):
-        sync = i == n - 1 or not hasattr(model, "no_sync")
-        with contextlib.nullcontext() if sync else model.no_sync():
+        if before_micro is not None:
+            before_micro(i)
+        with grad_sync(module, enabled=i == n - 1):
             with autocast():
-                out = objective(model, batch, generator)
+                out = module(batch)
             (out["loss"] / n).backward()
-        values = {k: _scalar(v) for k, v in out.items()}
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + v
-        micro.append((values, int(batch["tokens"].shape[0]), int(batch["tokens"].numel())))
-    if grad_sync is not None:
-        grad_sync()
+        for k in _LOSS_TERMS:
+            if k in out:
+                v = out[k].detach().float()
+                sums[k] = sums[k] + v if k in sums else v
+        # the token counters are host tensors built from shapes: reading them costs no device sync
+        counters = {k: float(v) for k, v in out.items() if k.startswith("tokens")}
+        micro.append((counters, int(batch["tokens"].shape[0]), int(batch["tokens"].numel())))
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    max_norm = grad_clip if grad_clip > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    norm = _grad_norm(params, grad_clip if grad_clip > 0 else float("inf"))
     lr = optimizer.param_groups[0]["lr"]
     optimizer.step()
     scheduler.step()
-    scalars = {k: v / n for k, v in sums.items() if not k.startswith("tokens")}
-    return StepResult(scalars=scalars, micro=micro, grad_norm=grad_norm, lr=lr)
+    names = list(sums)
+    host = torch.stack([sums[k] for k in names] + [norm.detach().float().to(sums[names[0]].device)]).tolist()
+    scalars = {k: v / n for k, v in zip(names, host)}
+    return StepResult(scalars=scalars, micro=micro, grad_norm=host[-1], lr=lr)

@@ -1,12 +1,11 @@
-"""The Ray Train worker: dataset shard → batches, device placement, gradient sync, reporter, checkpoints.
+"""The Ray Train worker: dataset shard → batches, device, reporter, checkpoints around the plain loop.
 
-Design trade-off: the objectives call model methods other than ``forward`` (``condition``, ``prefill``,
-``forward_with_cache`` for the no-grad Local Opt. prefix), which a DistributedDataParallel wrapper neither
-exposes nor sees — its reducer only syncs gradients produced through ``DDP.forward``. So the model is placed
-with ``ray.train.torch.prepare_model(parallel_strategy=None)`` and gradients are averaged with one flat
-all-reduce per optimizer step (after accumulation), which is exactly what DDP + ``no_sync`` computes, minus
-DDP's bucketed compute/communication overlap (irrelevant at the model sizes trained on CPU; revisit for
-large GPU runs). Everything else is the plain ``train_loop``.
+Design trade-off: the worker only wires Ray to ``train_loop`` — data parallelism (DDP or FSDP2) is applied
+inside the loop by ``parallel.parallelize`` from the process group Ray Train created, so the same code
+runs in-process, under ``torch.multiprocessing`` and on a Ray cluster. Nothing here runs a collective:
+Ray's own report is the only cross-rank agreement, and when to report is a pure function of the step
+number (identical on every rank), because a collective on a CPU tensor fails under NCCL-only process
+groups ("No backend type associated with device type cpu") and every extra collective is a sync point.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +29,10 @@ from arvid_ray.train.loop import SaveFn, cycle, train_loop
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train_worker", "allreduce_grads", "collate_tokens", "epoch_batches", "RayReporter", "FAIL_MARKER"]
+__all__ = ["train_worker", "collate_tokens", "epoch_batches", "RayReporter", "FAIL_MARKER"]
 
 FAIL_MARKER = "fail_at_step.injected"
 FinalHook = Callable[..., dict[str, float]]  # (cfg, model, *, tracker, out_dir) -> metrics
-
-
-def allreduce_grads(model: torch.nn.Module) -> None:
-    """Average gradients over the process group with one flat all-reduce (missing grads count as 0)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return
-    params = [p for p in model.parameters() if p.requires_grad]
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-    dist.all_reduce(flat)
-    flat /= dist.get_world_size()
-    offset = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
-        offset += n
 
 
 def collate_tokens(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -69,14 +50,15 @@ def collate_tokens(batch: dict[str, np.ndarray]) -> dict[str, Any]:
 class RayReporter:
     """Every rank calls ``report`` at the same steps; rank 0 logs each to MLflow/JSONL, and all ranks
     pass it on to ``ray.train.report`` when it carries a checkpoint or a validation, is the last step,
-    follows a checkpoint, or ``train.report_interval_s`` has passed since the previous Ray report (on
-    any rank: the ranks agree with one tiny all-reduce, because Ray's report is a collective)."""
+    follows a checkpoint, or is the first report at or after a multiple of ``every`` steps
+    (``train.report_every``). Ray's report is a collective, so the ranks must agree: they do by
+    construction (the step number is the same everywhere), with no collective of our own."""
 
     rank: int
     tracker: Tracker | None
     total_steps: int = 0
-    interval_s: float = 0.0
-    _last: float = field(default_factory=time.monotonic)
+    every: int = 1
+    _last_step: int = 0
     _after_checkpoint: bool = False
 
     def _due(self, step: int, metrics: dict[str, float], save: SaveFn | None) -> bool:
@@ -85,14 +67,7 @@ class RayReporter:
         if save is not None or self._after_checkpoint or "eval/val_ce" in metrics or step >= self.total_steps:
             self._after_checkpoint = save is not None
             return True
-        due = time.monotonic() - self._last >= self.interval_s
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            flag = torch.tensor([1.0 if due else 0.0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            due = bool(flag.item() > 0)
-        return due
+        return step // self.every > self._last_step // self.every
 
     def report(self, step: int, metrics: dict[str, float], save: SaveFn | None) -> None:
         import ray.train
@@ -101,7 +76,7 @@ class RayReporter:
             self.tracker.log_metrics(metrics, step)
         if not self._due(step, metrics, save):
             return
-        self._last = time.monotonic()
+        self._last_step = step
         if save is None:
             ray.train.report(metrics)
             return
@@ -123,8 +98,8 @@ def _shard_batches(name: str, cfg: ExperimentConfig, train: bool, fixed_rows: bo
     return epoch_batches(ray.train.get_dataset_shard(name), cfg, train, fixed_rows)
 
 
-def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -> Callable[[int], Iterator[dict]]:
-    """Epoch → batches of ``shard`` (a Ray ``DataIterator``: this worker's shard of a dataset).
+def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -> Callable[..., Iterator[dict]]:
+    """(epoch, skip) → batches of ``shard`` (a Ray ``DataIterator``: this worker's shard of a dataset).
 
     The first complete pass streams from Ray Data; if the shard fits ``data.worker_cache_mb`` and its
     rows are the same every pass (``fixed_rows``: a token cache — not clips tokenized on the fly with
@@ -132,12 +107,16 @@ def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -
     for training — a Ray Data re-execution per epoch costs seconds of stall that small datasets pay
     every few dozen steps. Caching pins each worker to the rows of its first pass (like a sharded
     sampler without a global reshuffle).
+
+    ``skip`` (resuming mid-epoch): a cached pass seeks exactly (no row is read); a stream cannot seek, so
+    it starts a fresh pass of the shard with another shuffle seed — no read is wasted, the interrupted
+    epoch's remaining rows are not reproduced (a restarted worker group gets a new split anyway).
     """
     limit = cfg.data.worker_cache_mb * 2**20
     cacheable = limit > 0 and (not train or fixed_rows)
     cached: dict[str, np.ndarray] | None = None  # the shard's rows, column by column
 
-    def stream(epoch: int) -> Iterator[dict[str, np.ndarray]]:
+    def stream(epoch: int, salt: int = 0) -> Iterator[dict[str, np.ndarray]]:
         shuffle = cfg.data.shuffle_buffer if train and cfg.data.shuffle_buffer > 0 else None
         return iter(
             shard.iter_batches(
@@ -146,18 +125,22 @@ def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -
                 batch_format="numpy",
                 drop_last=train,
                 local_shuffle_buffer_size=shuffle,
-                local_shuffle_seed=(cfg.experiment.seed + epoch) if shuffle else None,
+                local_shuffle_seed=(cfg.experiment.seed + epoch + 7919 * salt) if shuffle else None,
             )
         )
 
-    def epoch_iter(epoch: int) -> Iterator[dict]:
+    def epoch_iter(epoch: int, skip: int = 0) -> Iterator[dict]:
         nonlocal cached
         if cached is not None:
-            yield from _replay(cached, cfg.data.batch_size, cfg.experiment.seed + epoch if train else None, train)
+            seed = cfg.experiment.seed + epoch if train else None
+            yield from _replay(cached, cfg.data.batch_size, seed, train, skip)
             return
+        if skip:
+            log.info("resuming inside epoch %d: a stream cannot seek, starting a fresh pass of the shard "
+                     "instead of re-reading %d batches", epoch, skip)
         kept: list[dict[str, np.ndarray]] | None = [] if cacheable else None
         size = 0
-        for batch in stream(epoch):
+        for batch in stream(epoch, salt=skip):
             if kept is not None:
                 size += sum(v.nbytes for v in batch.values() if isinstance(v, np.ndarray))
                 if size <= limit:
@@ -171,12 +154,14 @@ def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -
     return epoch_iter
 
 
-def _replay(rows: dict[str, np.ndarray], batch_size: int, seed: int | None, drop_last: bool) -> Iterator[dict]:
-    """Re-batch cached rows: in a seeded permutation (``seed``) or in their original order (None)."""
+def _replay(rows: dict[str, np.ndarray], batch_size: int, seed: int | None, drop_last: bool,
+            skip: int = 0) -> Iterator[dict]:
+    """Re-batch cached rows: in a seeded permutation (``seed``) or in their original order (None),
+    starting after the first ``skip`` batches."""
     n = len(next(iter(rows.values())))
     order = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
     stop = n - n % batch_size if drop_last else n
-    for i in range(0, stop, batch_size):
+    for i in range(skip * batch_size, stop, batch_size):
         idx = order[i : i + batch_size]
         yield collate_tokens({k: v[idx] for k, v in rows.items()})
 
@@ -241,13 +226,11 @@ def train_worker(config: dict[str, Any]) -> None:
         result = train_loop(
             cfg,
             cycle(_shard_batches("train", cfg, train=True, fixed_rows=bool(config.get("fixed_train_rows")))),
-            reporter=RayReporter(rank, tracker, cfg.train.steps, cfg.train.report_interval_s),
+            reporter=RayReporter(rank, tracker, cfg.train.steps, cfg.train.report_every),
             val_batches=(lambda: val(0)) if val else None,
             rank=rank,
             world_size=world,
             device=device,
-            wrap_model=lambda m: ray.train.torch.prepare_model(m, parallel_strategy=None),
-            grad_sync=allreduce_grads,
             resume_from=restore,
             on_step_end=_fail_hook(cfg, rank, world, run_dir),
             final_hook=_bind_final_hook(config.get("final_hook"), tracker, run_dir),
