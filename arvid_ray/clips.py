@@ -170,17 +170,17 @@ class _ReadDecoder:
 
 
 def _decode_pool_sizes(cfg: ExperimentConfig, units: int) -> tuple[int, int]:
-    """(initial, max) decode actors (Ray must be initialised): as many as the CPUs free now can host,
-    growing (Ray Data's autoscaling) up to the cluster's CPUs over ``data.decode_cpus``; never more
-    than one per unit. Starting only what fits now keeps a busy or autoscaling cluster from queueing
-    idle actor requests."""
+    """(initial, max) decode actors: start with as many as the CPUs free now can host (starting only what
+    fits keeps a busy cluster from queueing idle actor requests), then let Ray Data's autoscaling grow
+    the pool with the cluster — bounded only by the number of units (and ``data.decode_max_actors`` when
+    set), never by the cluster's size now, so an autoscaling cluster that adds CPU nodes gets more
+    decoders."""
     import ray
 
-    def fit(cpus: float) -> int:
-        return max(1, min(units, int(cpus // cfg.data.decode_cpus)))
-
-    most = fit(ray.cluster_resources().get("CPU", 1.0))
-    return min(most, fit(ray.available_resources().get("CPU", 0.0))), most
+    free = ray.available_resources().get("CPU", 0.0)
+    cap = min(units, cfg.data.decode_max_actors) if cfg.data.decode_max_actors else units
+    initial = max(1, min(cap, int(free // cfg.data.decode_cpus)))
+    return initial, max(initial, cap)
 
 
 def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bool, keep_split: bool = False,
@@ -193,10 +193,11 @@ def clip_stream(videos: str, cfg: ExperimentConfig, split: str | None, train: bo
     import pyarrow.dataset as pads
     import ray
 
-    from arvid_ray.ingest import resolve_fs, resolve_videos_path
+    from arvid_ray import storage as st
+    from arvid_ray.storage import resolve_videos_path
 
     d = cfg.data
-    filesystem, inner = resolve_fs(resolve_videos_path(videos), cfg.storage)
+    filesystem, inner = st.resolve(resolve_videos_path(videos, cfg.storage), cfg.storage)
     paths = sorted(pads.dataset(inner, filesystem=filesystem, format="parquet").files)
     units = plan_units(filesystem, paths, split, decode_rows_per_task(cfg))
     if not units:  # an empty split streams no clips (one task returns an empty, well-typed block)

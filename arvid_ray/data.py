@@ -33,42 +33,64 @@ _DONE = "_COMPLETE"
 
 
 # ----------------------------------------------------------------------------------------- sources
-def synthetic_cache_dir(cfg: ExperimentConfig) -> Path:
-    """Cache directory of the built-in dataset for cfg.synth (+ the ingest settings that shape it)."""
+def synthetic_cache_dir(cfg: ExperimentConfig) -> str:
+    """Cache location of the built-in dataset for cfg.synth (+ the ingest settings that shape it), under
+    the storage root (``<root>/synthetic/n<N>-<digest>``; local path or URI)."""
+    from arvid_ray import storage as st
+
     key = json.dumps({"synth": asdict(cfg.synth), "ingest": asdict(cfg.ingest), "v": 2}, sort_keys=True)
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return cfg.experiment.workdir_path() / "synthetic" / f"n{cfg.synth.num_videos}-{digest}"
+    return st.join(st.storage_root(cfg), "synthetic", f"n{cfg.synth.num_videos}-{digest}")
 
 
 def videos_path(cfg: ExperimentConfig) -> str:
-    """The videos.parquet path for cfg.data.source.
+    """The videos.parquet location for cfg.data.source.
 
-    ``synthetic``: render + ingest the built-in dataset once into a cache under experiment.workdir
-    (file-locked, so concurrent trials wait for one writer) and return its videos.parquet directory.
+    ``synthetic``: render + ingest the built-in dataset once into a cache under the storage root and
+    return its videos.parquet location. Locally the cache is file-locked so concurrent trials wait for
+    one writer; on a remote root (only the sweep driver materialises it, before any trial starts) the
+    videos are rendered into a temporary local folder, uploaded under the root and ingested from there,
+    so that every node reads them. A ``_COMPLETE`` marker is written last.
     Otherwise the source itself, or ``<source>/videos.parquet`` when it is an ingest output directory.
     """
+    from arvid_ray import storage as st
+
     if cfg.data.source != "synthetic":
-        from arvid_ray.ingest import resolve_videos_path
+        from arvid_ray.storage import resolve_videos_path
 
-        return resolve_videos_path(cfg.data.source)
+        return resolve_videos_path(cfg.data.source, cfg.storage)
     cache = synthetic_cache_dir(cfg)
-    videos = cache / "ingested" / "videos.parquet"
-    if (cache / _DONE).exists():
-        return str(videos)
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / ".lock", "w") as lock:
+    videos = st.join(cache, "ingested", "videos.parquet")
+    if st.exists(st.join(cache, _DONE), cfg.storage):
+        return videos
+    if st.is_remote(cache):
+        _materialise_synthetic(cfg, cache)
+        return videos
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    with open(Path(cache) / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one writer; others block here and then find _COMPLETE
-        if not (cache / _DONE).exists():
-            from arvid_ray.ingest import ingest
-            from arvid_ray.video.synthetic import write_dataset
+        if not (Path(cache) / _DONE).exists():
+            _materialise_synthetic(cfg, cache)
+    return videos
 
-            log.info("generating the built-in synthetic dataset (%d videos) in %s", cfg.synth.num_videos, cache)
-            manifest = write_dataset(cfg.synth, cache / "raw")
-            summary = ingest(manifest, cache / "ingested", cfg)
-            if summary.accepted != cfg.synth.num_videos:
-                raise RuntimeError(f"synthetic ingest rejected videos:\n{summary.format()}")
-            (cache / _DONE).write_text(json.dumps(asdict(summary)) + "\n")
-    return str(videos)
+
+def _materialise_synthetic(cfg: ExperimentConfig, cache: str) -> None:
+    import tempfile
+
+    from arvid_ray import storage as st
+    from arvid_ray.ingest import ingest
+    from arvid_ray.video.synthetic import write_dataset
+
+    log.info("generating the built-in synthetic dataset (%d videos) in %s", cfg.synth.num_videos, cache)
+    with tempfile.TemporaryDirectory(prefix="arvid-synth-") as tmp:
+        local_raw = st.join(cache, "raw") if not st.is_remote(cache) else tmp
+        manifest = write_dataset(cfg.synth, local_raw)
+        raw = st.join(cache, "raw")
+        st.upload_dir(local_raw, raw, cfg.storage)  # a no-op when the root is local
+        summary = ingest(st.join(raw, Path(manifest).name), st.join(cache, "ingested"), cfg)
+    if summary.accepted != cfg.synth.num_videos:
+        raise RuntimeError(f"synthetic ingest rejected videos:\n{summary.format()}")
+    st.write_text(st.join(cache, _DONE), json.dumps(asdict(summary)) + "\n", cfg.storage)
 
 
 def clip_dataset(cfg: ExperimentConfig, split: str | None, train: bool, keep_split: bool = False, hop: int = 0):
@@ -144,7 +166,7 @@ def _local_decode_batches(cfg: ExperimentConfig, split: str, batch_size: int, rn
     import pyarrow.dataset as pads
     import torch
 
-    from arvid_ray.ingest import resolve_fs
+    from arvid_ray import storage as st
     from arvid_ray.video.decode import decode_clip
 
     if tokenizer is None:
@@ -152,7 +174,7 @@ def _local_decode_batches(cfg: ExperimentConfig, split: str, batch_size: int, rn
 
         tokenizer = load_tokenizer(cfg.tokenizer)
     d = cfg.data
-    filesystem, inner = resolve_fs(videos_path(cfg), cfg.storage)
+    filesystem, inner = st.resolve(videos_path(cfg), cfg.storage)
     table = pads.dataset(inner, filesystem=filesystem, format="parquet").to_table(
         filter=pads.field(S.SPLIT) == split, columns=[S.VIDEO, S.NUM_FRAMES, S.LABEL, S.CAPTION])
     span = (d.num_frames - 1) * d.frame_stride + 1

@@ -27,77 +27,26 @@ import numpy as np
 import pyarrow as pa
 
 from arvid_ray import schemas as S
+from arvid_ray import storage as st
+from arvid_ray.storage import resolve_videos_path
 from arvid_ray.config import ExperimentConfig, IngestConfig, StorageConfig
 from arvid_ray.video.probe import REASONS, Rejected, VideoInfo, probe
 
-__all__ = ["ingest", "IngestSummary", "list_inputs", "s3_filesystem", "resolve_fs", "video_id_of",
-           "resolve_videos_path",
+__all__ = ["ingest", "IngestSummary", "list_inputs", "video_id_of", "resolve_videos_path",
            "VIDEOS_DIR", "REJECTS_NAME", "CLASSES_NAME"]
 
 log = logging.getLogger(__name__)
 
-VIDEOS_DIR = "videos.parquet"
+VIDEOS_DIR = st.VIDEOS_DIR
 REJECTS_NAME = "rejects.jsonl"
 CLASSES_NAME = "classes.txt"
 SUMMARY_NAME = "summary.json"
 _MANIFEST_SUFFIXES = (".csv", ".jsonl")
 
 
-# ----------------------------------------------------------------------------------------- storage
-def s3_filesystem(storage: StorageConfig):
-    """A pyarrow S3FileSystem from cfg.storage, falling back to AWS_ENDPOINT_URL / AWS_REGION env vars.
-
-    Credentials from the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are set explicitly so the
-    filesystem object carries them to Ray workers; without them pyarrow's default chain (instance
-    roles, ~/.aws) is used on each node.
-    """
-    from pyarrow import fs
-
-    endpoint = storage.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = storage.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-    # generous timeouts: the SDK defaults (1 s connect, 3 s request) make busy endpoints retry uploads
-    kwargs: dict[str, Any] = {"region": region, "anonymous": storage.s3_anonymous, "connect_timeout": 10.0,
-                              "request_timeout": 120.0}
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret and not storage.s3_anonymous:  # explicit, so the pickled fs works in Ray workers
-        kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
-    if endpoint:
-        kwargs["endpoint_override"] = endpoint
-        if endpoint.startswith("http://"):
-            kwargs["scheme"] = "http"
-    return fs.S3FileSystem(**kwargs)
-
-
-def resolve_fs(uri: str, storage: StorageConfig):
-    """(pyarrow filesystem, path inside it) for a local path or an s3://bucket/key URI."""
-    from pyarrow import fs
-
-    if uri.startswith("s3://"):
-        return s3_filesystem(storage), uri[len("s3://"):].rstrip("/")
-    if "://" in uri:
-        raise ValueError(f"unsupported URI scheme in {uri!r}: use a local path or s3://bucket/prefix")
-    return fs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
-
-
 def video_id_of(source_uri: str) -> str:
     """Stable id of a source: the first 16 hex digits of sha1(source URI)."""
     return hashlib.sha1(source_uri.encode()).hexdigest()[:16]
-
-
-def resolve_videos_path(source: str) -> str:
-    """A videos.parquet location: ``source`` itself, or ``source/videos.parquet`` for an ingest output dir."""
-    if source == "synthetic":
-        raise ValueError("data.source='synthetic' must be materialised first: call arvid_ray.data.videos_path(cfg) "
-                         "and set data.source to the path it returns (`arvid-ray tokenize` does this)")
-    if source.startswith("s3://"):
-        return source
-    p = Path(source).expanduser()
-    if (p / VIDEOS_DIR).is_dir():
-        return str((p / VIDEOS_DIR).resolve())
-    if not p.exists():
-        raise FileNotFoundError(f"data.source={source!r} does not exist; use 'synthetic', a videos.parquet "
-                                f"directory written by `arvid-ray ingest`, or an s3:// URI")
-    return str(p.resolve())
 
 
 # ----------------------------------------------------------------------------------------- inputs
@@ -120,11 +69,11 @@ def _list_tree(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str
     """Every non-hidden file under ``src``; label = index of its parent folder name (UCF-101 layout)."""
     from pyarrow import fs
 
-    filesystem, root = resolve_fs(src, storage)
+    filesystem, root = st.resolve(src, storage)
     infos = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
     files = sorted(i.path for i in infos if i.type == fs.FileType.File
                    and not any(p.startswith(".") for p in PurePosixPath(i.path).relative_to(root).parts))
-    prefix = "s3://" if src.startswith("s3://") else ""
+    prefix = f"{st.scheme(src)}://" if st.is_remote(src) else ""
     rel_parents = [PurePosixPath(f).relative_to(root).parent for f in files]
     classes = sorted({p.name for p in rel_parents if p.name})
     index = {name: i for i, name in enumerate(classes)}
@@ -133,9 +82,7 @@ def _list_tree(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str
 
 
 def _read_manifest_rows(src: str, storage: StorageConfig) -> list[dict[str, Any]]:
-    filesystem, path = resolve_fs(src, storage)
-    with filesystem.open_input_stream(path) as fh:
-        text = fh.read().decode("utf-8")
+    text = st.read_text(src, storage)
     if src.endswith(".jsonl"):
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     return list(csv.DictReader(text.splitlines()))
@@ -144,7 +91,7 @@ def _read_manifest_rows(src: str, storage: StorageConfig) -> list[dict[str, Any]
 def _list_manifest(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str]]:
     """Rows with ``path`` (relative to the manifest, absolute, or s3://) and optional label/caption/split."""
     rows = _read_manifest_rows(src, storage)
-    base = src.rsplit("/", 1)[0] if src.startswith("s3://") else str(Path(src).expanduser().resolve().parent)
+    base = st.parent(src)
     raw_labels = [r.get("label") for r in rows]
     named = any(isinstance(v, str) and v.strip() and not v.strip().lstrip("-").isdigit() for v in raw_labels)
     classes = sorted({str(v).strip() for v in raw_labels if v not in (None, "")}) if named else []
@@ -153,7 +100,7 @@ def _list_manifest(src: str, storage: StorageConfig) -> tuple[list[_Input], list
         if not row.get("path"):
             raise ValueError(f"manifest {src} row {n + 1} has no 'path'; columns must be path,label,caption,split")
         path = str(row["path"])
-        uri = path if path.startswith("s3://") or os.path.isabs(path) else f"{base}/{path}"
+        uri = path if st.is_remote(path) or os.path.isabs(path) else st.join(base, path)
         value = row.get("label")
         label = S.NO_LABEL if value in (None, "") else classes.index(str(value).strip()) if named else int(value)
         inputs.append(_Input(uri, label, str(row.get("caption") or ""), str(row.get("split") or "")))
@@ -165,9 +112,9 @@ def list_inputs(src: str, cfg: ExperimentConfig) -> tuple[list[_Input], list[str
     if src.endswith(_MANIFEST_SUFFIXES):
         inputs, classes = _list_manifest(src, cfg.storage)
     else:
-        if not src.startswith("s3://") and not Path(src).expanduser().is_dir():
+        if not st.is_remote(src) and not Path(src).expanduser().is_dir():
             raise FileNotFoundError(f"ingest source {src!r} is neither a directory, a .csv/.jsonl manifest "
-                                    f"nor an s3://bucket/prefix")
+                                    f"nor an s3:// or gs:// prefix")
         inputs, classes = _list_tree(src, cfg.storage)
     for item in inputs:
         item.split = _split_for(item.uri, item.split, cfg.ingest)
@@ -175,12 +122,9 @@ def list_inputs(src: str, cfg: ExperimentConfig) -> tuple[list[_Input], list[str
 
 
 # ----------------------------------------------------------------------------------------- per file
-def _read_bytes(uri: str, storage: StorageConfig, s3fs=None) -> bytes:
-    filesystem, path = resolve_fs(uri, storage)
-    if s3fs is not None and uri.startswith("s3://"):
-        filesystem = s3fs
-    with filesystem.open_input_stream(path) as fh:
-        return fh.read()
+def _read_bytes(uri: str, storage: StorageConfig, filesystems: dict | None = None) -> bytes:
+    """``filesystems``: scheme → a filesystem made on the driver (it carries the driver's credentials)."""
+    return st.read_bytes(uri, storage, filesystem=(filesystems or {}).get(st.scheme(uri)))
 
 
 def _segments(info: VideoInfo, size: int, cfg: IngestConfig) -> list[tuple[int, int]]:
@@ -215,10 +159,10 @@ def _row(item: _Input, data: bytes, info: VideoInfo, start: int, length: int) ->
             S.CAPTION: item.caption, S.SPLIT: item.split, S.SEGMENT_START: start}
 
 
-def process_input(item: _Input, cfg: ExperimentConfig, s3fs=None) -> tuple[list[dict[str, Any]], Rejected | None]:
+def process_input(item: _Input, cfg: ExperimentConfig, filesystems: dict | None = None) -> tuple[list[dict[str, Any]], Rejected | None]:
     """Probe one input and cut it into rows; any failure becomes a Rejected (never raises)."""
     try:
-        data = _read_bytes(item.uri, cfg.storage, s3fs)
+        data = _read_bytes(item.uri, cfg.storage, filesystems)
     except Exception as exc:  # noqa: BLE001 - a bad input must not stop the ingest
         return [], Rejected("unreadable", f"{exc.__class__.__name__}: {exc}")
     try:
@@ -234,13 +178,13 @@ def process_input(item: _Input, cfg: ExperimentConfig, s3fs=None) -> tuple[list[
         return [], Rejected("undecodable", f"unexpected {exc.__class__.__name__}: {exc}")
 
 
-def _ingest_batch(batch: dict[str, np.ndarray], cfg_dict: dict, tally, s3fs=None) -> pa.Table:
+def _ingest_batch(batch: dict[str, np.ndarray], cfg_dict: dict, tally, filesystems: dict | None = None) -> pa.Table:
     """Ray Data map_batches fn: input rows → accepted video rows (VIDEOS_SCHEMA); outcomes → tally."""
     cfg = ExperimentConfig.from_dict(cfg_dict)
     rows, outcomes = [], []
     for i in range(len(batch["uri"])):
         item = _Input(str(batch["uri"][i]), int(batch["label"][i]), str(batch["caption"][i]), str(batch["split"][i]))
-        item_rows, rejected = process_input(item, cfg, s3fs)
+        item_rows, rejected = process_input(item, cfg, filesystems)
         rows.extend(item_rows)
         outcomes.append((item.uri, None if rejected is None else (rejected.code, str(rejected)), len(item_rows)))
     # wait for the record: a fire-and-forget call could land after the driver reads the tally
@@ -295,22 +239,37 @@ def _write_text(filesystem, path: str, text: str) -> None:
         fh.write(text.encode("utf-8"))
 
 
-def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: ExperimentConfig, progress: bool) -> dict:
+def _placement(uris: list[str]) -> dict[str, Any]:
+    """Ray remote args for tasks that open ``uris``: local paths exist only on the driver's machine, so
+    those tasks are pinned to the driver's node (on a multi-node cluster the default SPREAD would send
+    them to nodes where every file is 'unreadable'); remote URIs may be read from any node."""
+    if all(st.is_remote(u) for u in uris):
+        return {}
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
+
+
+def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: ExperimentConfig, progress: bool,
+               out_uri: str = "") -> dict:
     """Run probe+segment+write on Ray Data; returns {uri: (rejected or None, rows)} from the tally."""
     import ray
 
     tally = ray.remote(num_cpus=0)(_Tally).remote()
-    any_s3 = any(i.uri.startswith("s3://") for i in inputs)
+    filesystems = {st.scheme(i.uri): None for i in inputs if st.is_remote(i.uri)}
+    filesystems = {kind: st.resolve(f"{kind}://bucket", cfg.storage)[0] for kind in filesystems}
     ds = ray.data.from_items([asdict(i) for i in inputs], override_num_blocks=max(1, min(len(inputs), 256)))
     ds = ds.map_batches(_ingest_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
                         fn_kwargs={"cfg_dict": cfg.to_dict(), "tally": tally,
-                                   "s3fs": s3_filesystem(cfg.storage) if any_s3 else None})
+                                   "filesystems": filesystems}, **_placement([i.uri for i in inputs]))
     errors: list[BaseException] = []
 
     def write() -> None:
         try:
             ds.write_parquet(videos_path, filesystem=filesystem, min_bytes_per_file=S.VIDEOS_FILE_BYTES,
-                             row_group_size=S.VIDEOS_ROW_GROUP_ROWS)
+                             row_group_size=S.VIDEOS_ROW_GROUP_ROWS, ray_remote_args=_placement([out_uri]))
         except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
             errors.append(exc)
 
@@ -353,12 +312,12 @@ def ingest(src: str | Path, out: str | Path, cfg: ExperimentConfig | None = None
     if not inputs:
         raise ValueError(f"ingest source {src!r} contains no files; point it at a folder of videos, "
                          f"a manifest (.csv/.jsonl with a 'path' column) or an s3:// prefix")
-    filesystem, out_path = resolve_fs(out, cfg.storage)
+    filesystem, out_path = st.resolve(out, cfg.storage)
     videos_path = f"{out_path}/{VIDEOS_DIR}"
     if filesystem.get_file_info(videos_path).type != fs.FileType.NotFound:
         filesystem.delete_dir(videos_path)
     filesystem.create_dir(videos_path, recursive=True)
-    outcomes = _run_stage(inputs, videos_path, filesystem, cfg, progress)
+    outcomes = _run_stage(inputs, videos_path, filesystem, cfg, progress, out_uri=out)
     missing = [i.uri for i in inputs if i.uri not in outcomes]
     if missing:
         raise RuntimeError(f"ingest lost track of {len(missing)} inputs (first: {missing[0]}); rerun the ingest")

@@ -24,15 +24,20 @@ from arvid_ray.tracking import Tracker, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
-__all__ = ["launch", "build_trainer", "run_name", "storage_root", "resolve_for_workers", "LaunchResult"]
+__all__ = ["launch", "build_trainer", "run_name", "train_storage", "run_location", "resolve_for_workers",
+           "LaunchResult"]
 
 # Fields that do not change what is trained; they are left out of the run-name hash.
 _NOT_IDENTITY = (
     "tracking.",
     "sweep.",
     "experiment.workdir",
+    "storage.",
     "train.run_name",
     "train.storage_path",
+    "train.resources_per_worker",
+    "train.accelerator_type",
+    "train.resource_timeout_s",
     "train.fail_at_step",
     "train.max_failures",
     "train.log_every",
@@ -60,19 +65,31 @@ def run_name(cfg: ExperimentConfig) -> str:
     return f"{cfg.experiment.name}-{digest}"
 
 
-def storage_root(cfg: ExperimentConfig) -> str:
-    """Ray Train storage: cfg.train.storage_path (local dir or s3://) or <workdir>/runs (absolute)."""
+def train_storage(cfg: ExperimentConfig) -> str:
+    """Ray Train storage: ``train.storage_path`` (local dir or URI), else ``<storage root>/runs``."""
+    from arvid_ray import storage as st
+
     path = cfg.train.storage_path
-    if path and "://" in path:
-        return path
-    return str(Path(path).expanduser().resolve()) if path else str(cfg.experiment.workdir_path() / "runs")
+    return st.absolute(path) if path else st.join(st.storage_root(cfg), "runs")
+
+
+def run_location(cfg: ExperimentConfig) -> str:
+    """The run's directory under Train storage (metrics.jsonl, eval samples, fault marker): a local path
+    on one machine, a URI under the storage root on a cluster."""
+    from arvid_ray import storage as st
+
+    return st.join(train_storage(cfg), run_name(cfg))
 
 
 def resolve_for_workers(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Make every path and URI absolute and fix the run name: Ray workers run in another directory."""
+    """Make every path and URI absolute and fix the run name and storage root: Ray workers run in another
+    directory, on other nodes, with another environment (ARVID_STORAGE is read here, on the driver)."""
+    from arvid_ray import storage as st
+
     return cfg.replace(
         **{
             "experiment.workdir": str(cfg.experiment.workdir_path()),
+            "storage.root": st.storage_root(cfg),
             "tracking.uri": resolve_tracking_uri(cfg) if cfg.tracking.enabled else cfg.tracking.uri,
             "train.run_name": run_name(cfg),
         }
@@ -80,19 +97,39 @@ def resolve_for_workers(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def _local_run_dir(cfg: ExperimentConfig) -> Path:
-    """Where metrics.jsonl and the fault-injection marker live (storage itself may be s3://)."""
-    root = storage_root(cfg)
-    base = Path(root) if "://" not in root else cfg.experiment.workdir_path() / "runs"
-    return base / run_name(cfg)
+    """A local directory for the run's files: the run location itself when it is local, else a staging
+    directory on this node whose contents are uploaded to the run location (``sync_run_dir``)."""
+    import tempfile
+
+    from arvid_ray import storage as st
+
+    where = run_location(cfg)
+    if not st.is_remote(where):
+        return Path(where)
+    return Path(tempfile.gettempdir()) / "arvid-ray-runs" / run_name(cfg)
+
+
+def sync_run_dir(cfg: ExperimentConfig, local: Path) -> None:
+    """Upload the staged run files to the run location when it is remote (no-op locally)."""
+    from arvid_ray import storage as st
+
+    where = run_location(cfg)
+    if st.is_remote(where) and local.is_dir():
+        st.upload_dir(str(local), where, cfg.storage)
 
 
 def _final_eval(cfg: ExperimentConfig, model, tracker=None, out_dir=None) -> dict[str, float]:
-    """The end-of-run evaluation (rank 0, before the last report): samples, FD, consistency, drift."""
+    """The end-of-run evaluation (rank 0, before the last report): samples, FD, consistency, drift.
+    Its files are uploaded to the run location when that is remote (rank 0 may be a spot node)."""
     from arvid_ray.evaluate import evaluate_model
     from arvid_ray.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.tokenizer, device=str(next(model.parameters()).device))
-    return evaluate_model(cfg, model, tokenizer, out_dir=out_dir, tracker=tracker, step=cfg.train.steps)
+    local = _local_run_dir(cfg)
+    out_dir = Path(out_dir) if out_dir is not None else local / "eval"
+    metrics = evaluate_model(cfg, model, tokenizer, out_dir=out_dir, tracker=tracker, step=cfg.train.steps)
+    sync_run_dir(cfg, local)
+    return metrics
 
 
 def _start_tracking(cfg: ExperimentConfig, run_dir: Path) -> tuple[ExperimentConfig, str | None]:
@@ -128,12 +165,14 @@ def build_trainer(
             "train": token_dataset(cfg, cfg.data.train_split, train=True),
             "val": token_dataset(cfg, cfg.data.val_split, train=False),
         }
-    use_gpu = cfg.train.use_gpu
-    if use_gpu and ray.is_initialized() and not ray.cluster_resources().get("GPU", 0):
-        log.warning("train.use_gpu=true but the Ray cluster has no GPU; falling back to CPU workers (gloo)")
-        use_gpu = False
-        cfg = cfg.replace(**{"train.use_gpu": False})
     workers = max(1, cfg.train.num_workers)
+    t = cfg.train
+    # ask for exactly what the config says: on a cluster scaled to zero there is no GPU *yet*, and the
+    # autoscaler launches one only when something asks (never fall back to CPU by looking)
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")  # propagated to the controller
+    start_timeout = float(os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"])
+    backend = t.backend if t.backend != "auto" else ("nccl" if t.use_gpu and t.device == "auto" else "gloo")
+    extra = {k: v for k, v in t.resources_per_worker.items() if k != "GPU"}
     return TorchTrainer(
         train_worker,
         train_loop_config={
@@ -143,19 +182,37 @@ def build_trainer(
             "fixed_train_rows": fixed_rows,
             "final_hook": _final_eval if cfg.train.final_eval else None,
         },
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=backend),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cfg.train.cpus_per_worker}
+            num_workers=workers, use_gpu=t.use_gpu, accelerator_type=t.accelerator_type,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": t.resources_per_worker.get("GPU", 1)}
+                                                               if t.use_gpu else {}), **extra},
         ),
         run_config=ray.train.RunConfig(
             name=cfg.train.run_name,
-            storage_path=storage_root(cfg),
+            **_train_storage_args(cfg),
             callbacks=callbacks or None,
-            failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
+            failure_config=ray.train.FailureConfig(
+                max_failures=cfg.train.max_failures,
+                # each failed attempt to get the workers' resources waits start_timeout; then fail with
+                # Ray Train's WorkerGroupStartupTimeoutError instead of waiting forever
+                controller_failure_limit=max(1, math.ceil(t.resource_timeout_s / start_timeout))),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.train.keep_checkpoints),
         ),
         datasets=datasets,
     )
+
+
+def _train_storage_args(cfg: ExperimentConfig) -> dict[str, Any]:
+    """RunConfig storage: a remote location goes with its pyarrow filesystem (endpoint and credentials
+    travel to every node) and the path inside it, as Ray expects; a local one as a plain path."""
+    from arvid_ray import storage as st
+
+    where = train_storage(cfg)
+    if not st.is_remote(where):
+        return {"storage_path": where}
+    filesystem, inner = st.resolve(where, cfg.storage)
+    return {"storage_path": inner, "storage_filesystem": filesystem}
 
 
 def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
@@ -217,13 +274,17 @@ def _init_local_ray(cfg: ExperimentConfig) -> None:
 
 def launch(cfg: ExperimentConfig, datasets: dict[str, Any] | None = None) -> LaunchResult:
     """Train ``cfg``: in-process when train.num_workers == 0, else a Ray Train run (resumes by name)."""
+    from arvid_ray.preflight import check_inputs, check_resources
+
     cfg = resolve_for_workers(cfg)
+    check_inputs(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")))  # before Ray starts or any run exists
     if cfg.train.num_workers == 0:
         return _launch_local(cfg)
     import ray
 
     if not ray.is_initialized():
         _init_local_ray(cfg)
+    check_resources(cfg)
     cfg, run_id = _start_tracking(cfg, _local_run_dir(cfg))
     result = build_trainer(cfg, datasets=datasets).fit()
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
@@ -234,3 +295,6 @@ def launch(cfg: ExperimentConfig, datasets: dict[str, Any] | None = None) -> Lau
         metrics=dict(result.metrics or {}),
         mlflow_run_id=run_id,
     )
+
+
+storage_root = train_storage  # former name (callers from before the storage root existed)

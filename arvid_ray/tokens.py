@@ -90,13 +90,16 @@ def _to_token_table(batch: dict[str, np.ndarray], num_frames: int) -> pa.Table:
 
 
 def _fs(path: str, storage: StorageConfig | None):
-    from arvid_ray.ingest import resolve_fs
+    from arvid_ray import storage as st
 
-    return resolve_fs(path, storage or StorageConfig())
+    return st.resolve(path, storage or StorageConfig())
 
 
 def _cache_file(path: str) -> str:
-    return path if path.endswith(".parquet") else f"{path.rstrip('/')}/{TOKENS_FILE}"
+    from arvid_ray import storage as st
+
+    path = st.absolute(str(path))
+    return path if path.endswith(".parquet") else st.join(path, TOKENS_FILE)
 
 
 def _check_meta(path: str, meta: dict[bytes, bytes] | None, tokenizer) -> None:
@@ -116,7 +119,7 @@ def _check_meta(path: str, meta: dict[bytes, bytes] | None, tokenizer) -> None:
 
 
 def write_token_cache(cfg: ExperimentConfig, out: str | Path, splits: list[str] | None = None,
-                      progress: bool = False) -> Path:
+                      progress: bool = False) -> str:
     """Tokenize the clips of ``splits`` (None = all) of cfg.data.source into ``out/tokens.parquet``.
 
     ``data.source`` must be a videos.parquet location (for the built-in dataset, set it to
@@ -124,7 +127,7 @@ def write_token_cache(cfg: ExperimentConfig, out: str | Path, splits: list[str] 
 
     Clips per video: every start that is a multiple of ``data.cache_clip_hop`` (0 = frame 0 only).
     An existing cache made by the same tokenizer for the same clip settings is reused as is.
-    Returns the path of the Parquet file (local path or s3:// URI).
+    Returns the location of the Parquet file (absolute local path or s3:// / gs:// URI).
     """
     import pyarrow.parquet as pq
 
@@ -137,7 +140,7 @@ def write_token_cache(cfg: ExperimentConfig, out: str | Path, splits: list[str] 
     meta = {**token_cache_meta(load_tokenizer(cfg.tokenizer)), **_clip_meta(cfg, splits)}
     if _existing_matches(filesystem, inner, meta):
         log.info("reusing token cache %s", target)
-        return Path(target) if not target.startswith("s3://") else target  # type: ignore[return-value]
+        return target
     clips = clip_stream(cfg.data.source, cfg, None, train=False, keep_split=True, hop=cfg.data.cache_clip_hop)
     if splits is not None:
         from functools import reduce
@@ -168,7 +171,7 @@ def write_token_cache(cfg: ExperimentConfig, out: str | Path, splits: list[str] 
                          f"against the videos' lengths and the split names")
     filesystem.move(tmp, inner)
     log.info("wrote %d token rows to %s", rows, target)
-    return Path(target) if not target.startswith("s3://") else target  # type: ignore[return-value]
+    return target
 
 
 def _clip_meta(cfg: ExperimentConfig, splits: list[str] | None) -> dict[bytes, bytes]:

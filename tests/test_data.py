@@ -60,14 +60,14 @@ def test_synthetic_cache_and_clip_streams(ray_session, tmp_path_factory):
     path = videos_path(cfg)
     table = pq.read_table(path)
     assert table.num_rows == cfg.synth.num_videos and table.schema.remove_metadata().equals(S.VIDEOS_SCHEMA)
-    done = synthetic_cache_dir(cfg) / "_COMPLETE"
+    done = Path(synthetic_cache_dir(cfg)) / "_COMPLETE"
     stamp = done.stat().st_mtime_ns
     assert videos_path(cfg) == path and done.stat().st_mtime_ns == stamp  # cached, not regenerated
 
     splits = [render_video(i, cfg.synth).split for i in range(cfg.synth.num_videos)]
     rows = clip_dataset(cfg, "val", train=False).take_all()
     assert len(rows) == splits.count("val") and {r["clip_start"] for r in rows} == {0}
-    raw = synthetic_cache_dir(cfg) / "raw" / "videos"
+    raw = Path(synthetic_cache_dir(cfg)) / "raw" / "videos"
     by_id = {video_id_of(str(raw / f"{i:06d}.mp4")): render_video(i, cfg.synth) for i in range(cfg.synth.num_videos)}
     for r in rows:
         assert set(r) == {"frames", "label", "caption", "video_id", "clip_start"}

@@ -10,19 +10,19 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 
 # Modules allowed to import each framework (DESIGN.md). Paths are relative module names.
-RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "evaluate"}
+RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "evaluate", "preflight"}
 MLFLOW_OK = {"tracking", "sweep"}
 OPTUNA_OK = {"sweep"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.
 LAYERS = [
-    {"config", "schemas"},
+    {"config", "schemas", "storage"},
     {"video"},
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},
     {"data", "objectives", "sampling", "tracking", "metrics"},
     {"train"},
-    {"launch", "evaluate", "report"},
+    {"launch", "evaluate", "report", "preflight"},
     {"sweep", "search"},
     {"cli"},
 ]

@@ -50,7 +50,7 @@ def test_token_cache_one_row_per_clip(ray_session, tmp_path_factory, tmp_path):
     n = cfg.synth.num_videos
     assert table.num_rows == 2 * n
     keys = {(r[S.VIDEO_ID], r[S.CLIP_START]) for r in table.select([S.VIDEO_ID, S.CLIP_START]).to_pylist()}
-    raw = synthetic_cache_dir(cfg) / "raw" / "videos"
+    raw = Path(synthetic_cache_dir(cfg)) / "raw" / "videos"
     assert keys == {(video_id_of(str(raw / f"{i:06d}.mp4")), s) for i in range(n) for s in (0, 8)}
 
     # the cached tokens are the tokenizer's encoding of the decoded clip

@@ -103,7 +103,10 @@ def load_tokenizer(cfg: TokenizerConfig, device: torch.device | str = "cpu") -> 
         tok = load_checkpoint(path, ident_prefix="builtin")
         _warn_if_differs(cfg, tok.arch)
     else:
-        path = Path(cfg.name).expanduser()
+        from arvid_ray import storage as st
+
+        # a URI (s3://, gs://) under the storage root: every node downloads it once into its temp dir
+        path = Path(st.local_copy(cfg.name)) if st.is_remote(cfg.name) else Path(cfg.name).expanduser()
         if not path.exists():
             raise FileNotFoundError(
                 f"tokenizer.name={cfg.name!r} is neither 'builtin', 'fsq' nor an existing local checkpoint path"

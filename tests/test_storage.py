@@ -1,0 +1,171 @@
+"""arvid_ray.storage (URIs → filesystems, string joins, the storage root) and arvid_ray.preflight.
+
+S3 checks run against a real S3-compatible server (moto) on 127.0.0.1; the token-cache regression runs
+the sweep's own input preparation with the storage root on that server.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from arvid_ray import storage as st
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.preflight import (
+    NodeType,
+    PreflightError,
+    check_inputs,
+    check_resources,
+    driver_resources,
+    max_concurrent_trials,
+)
+
+
+def test_joins_keep_uris_intact(tmp_path):
+    assert st.join("s3://bucket/x", "tokens-a", "tokens.parquet") == "s3://bucket/x/tokens-a/tokens.parquet"
+    assert st.join("s3://bucket/", "/a/") == "s3://bucket/a"
+    assert st.parent("s3://bucket/x/videos.parquet") == "s3://bucket/x"
+    assert st.parent("gs://bucket") == "gs://bucket"
+    assert st.basename("s3://b/x/model.pt") == "model.pt"
+    assert st.join(str(tmp_path), "a", "b") == str(tmp_path / "a" / "b")
+    assert st.absolute("~/x").startswith("/") and st.absolute("file:///tmp/x") == "/tmp/x"
+    assert st.is_remote("gs://b/x") and not st.is_remote("/tmp/x") and not st.is_remote("file:///tmp")
+
+
+def test_resolve_schemes(monkeypatch):
+    from pyarrow import fs
+
+    filesystem, path = st.resolve("s3://bucket/a/b/")
+    assert isinstance(filesystem, fs.S3FileSystem) and path == "bucket/a/b"
+    filesystem, path = st.resolve("gs://bucket/a", ExperimentConfig().storage.__class__(gcs_anonymous=True))
+    assert isinstance(filesystem, fs.GcsFileSystem) and path == "bucket/a"
+    with pytest.raises(st.StorageError, match="names no bucket"):
+        st.resolve("s3://")
+    with pytest.raises(st.StorageError, match="unsupported location"):
+        st.resolve("nosuchscheme://x/y")
+
+
+def test_storage_root_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv(st.STORAGE_ENV, raising=False)
+    cfg = ExperimentConfig.from_flat({"experiment.workdir": str(tmp_path)})
+    assert st.storage_root(cfg) == str(tmp_path)
+    monkeypatch.setenv(st.STORAGE_ENV, "s3://bucket/root/")
+    assert st.storage_root(cfg) == "s3://bucket/root"
+    assert st.storage_root(cfg.replace(**{"storage.root": "gs://other/x"})) == "gs://other/x"
+
+
+def test_local_read_write_roundtrip(tmp_path):
+    target = str(tmp_path / "a" / "b.txt")
+    st.write_text(target, "hello")
+    assert st.read_text(target) == "hello" and st.is_file(target) and st.is_dir(str(tmp_path / "a"))
+    assert not st.exists(str(tmp_path / "nope"))
+
+
+def test_s3_roundtrip_upload_and_local_copy(s3_server, tmp_path):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="roundtrip")
+    storage = ExperimentConfig().storage.__class__(s3_endpoint=s3_server)
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    (tmp_path / "d" / "sub" / "w.pt").write_bytes(b"weights")
+    st.upload_dir(str(tmp_path / "d"), "s3://roundtrip/up", storage)
+    assert st.is_file("s3://roundtrip/up/sub/w.pt", storage)
+    assert st.read_bytes("s3://roundtrip/up/sub/w.pt", storage) == b"weights"
+    local = st.local_copy("s3://roundtrip/up/sub/w.pt", storage)
+    assert open(local, "rb").read() == b"weights" and local == st.local_copy("s3://roundtrip/up/sub/w.pt", storage)
+
+
+# ------------------------------------------------------------------------------------ pre-flight
+def test_preflight_refuses_driver_local_inputs_with_a_remote_root(s3_server, tmp_path):
+    import boto3
+
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="preflight")
+    (tmp_path / "tok.pt").write_bytes(b"x")
+    cfg = ExperimentConfig.from_flat({"storage.root": "s3://preflight/root", "storage.s3_endpoint": s3_server,
+                                      "tokenizer.name": str(tmp_path / "tok.pt")})
+    with pytest.raises(PreflightError, match=r"tokenizer.name=.*driver's disk.*storage.root='s3://preflight/root'"):
+        check_inputs(cfg)
+    check_inputs(cfg.replace(**{"tokenizer.name": "builtin"}))  # package data is fine
+    with pytest.raises(PreflightError, match=r"data.source='s3://preflight/missing' does not exist"):
+        check_inputs(cfg.replace(**{"tokenizer.name": "builtin", "data.source": "s3://preflight/missing"}))
+    with pytest.raises(PreflightError, match=r"bucket 'nobucket' does not exist"):
+        check_inputs(cfg.replace(**{"tokenizer.name": "builtin", "storage.root": "s3://nobucket/x"}))
+    with pytest.raises(PreflightError, match="eval.i3d_path"):
+        check_inputs(cfg.replace(**{"tokenizer.name": "builtin", "eval.extractor": "i3d"}))
+
+
+def test_preflight_local_paths_on_one_machine(tmp_path):
+    cfg = ExperimentConfig.from_flat({"experiment.workdir": str(tmp_path), "data.source": str(tmp_path / "x")})
+    with pytest.raises(PreflightError, match=r"data.source=.* does not exist"):
+        check_inputs(cfg)
+    (tmp_path / "x").mkdir()
+    check_inputs(cfg)
+    # a cluster with a shared-mount root: local paths must be under it
+    with pytest.raises(PreflightError, match="shared storage root"):
+        check_inputs(cfg.replace(**{"storage.root": str(tmp_path / "shared")}), cluster=True)
+
+
+HEAD = NodeType("head", {"CPU": 4.0, "arvid_driver": 100.0}, 1)
+GPU8 = NodeType("gpu", {"CPU": 96.0, "GPU": 8.0, "accelerator_type:H100": 1.0}, 4)
+
+
+def test_resources_from_declared_node_types_not_current_nodes():
+    cfg = ExperimentConfig.from_flat({"train.use_gpu": True, "train.num_workers": 8})
+    check_resources(cfg, [HEAD, GPU8])  # no GPU node is up (scaled to zero), but the type can launch
+    assert max_concurrent_trials(cfg, [HEAD, GPU8], 0.25) == 4  # 32 GPUs / 8 per trial, not 0 // 8 -> 1
+    with pytest.raises(PreflightError, match="no node type of this cluster has a GPU"):
+        check_resources(cfg, [HEAD])
+    with pytest.raises(PreflightError, match="room for 32"):
+        check_resources(cfg.replace(**{"train.num_workers": 33}), [HEAD, GPU8])
+    with pytest.raises(PreflightError, match="accelerator_type='A100'"):
+        check_resources(cfg.replace(**{"train.accelerator_type": "A100"}), [HEAD, GPU8])
+    check_resources(cfg.replace(**{"train.accelerator_type": "H100"}), [HEAD, GPU8])
+
+
+def test_trial_drivers_are_pinned_to_non_preemptible_nodes():
+    cfg = ExperimentConfig()
+    assert driver_resources(cfg, [HEAD, GPU8]) == {"arvid_driver": 0.001}
+    assert driver_resources(cfg, [NodeType("h", {"CPU": 4.0}, 1), GPU8]) == {"node:__internal_head__": 0.001}
+    assert driver_resources(cfg, [NodeType("local", {"CPU": 4.0}, 1, static=True)]) == {}
+    assert driver_resources(cfg.replace(**{"sweep.driver_resource": ""}), [HEAD, GPU8]) == {}
+    with pytest.raises(PreflightError, match="sweep.driver_resource='ondemand'"):
+        driver_resources(cfg.replace(**{"sweep.driver_resource": "ondemand"}), [HEAD, GPU8])
+
+
+def test_declared_node_types_from_autoscaling_yaml(tmp_path, monkeypatch):
+    import yaml
+
+    from arvid_ray.preflight import AUTOSCALING_CONFIG_ENV, _from_yaml
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({"max_workers": 3, "head_node_type": "head", "available_node_types": {
+        "head": {"resources": {"CPU": 4}, "node_config": {}},
+        "gpu": {"resources": {"CPU": 8, "GPU": 1}, "node_config": {}, "min_workers": 0, "max_workers": 2}}}))
+    monkeypatch.setenv(AUTOSCALING_CONFIG_ENV, str(path))
+    types = {t.name: t for t in _from_yaml(str(path))}
+    assert types["head"].max_count == 1 and types["gpu"].max_count == 2 and types["gpu"].resources["GPU"] == 1.0
+
+
+# ------------------------------------------------------------------------------------ regression
+@pytest.mark.ray
+def test_token_cache_lands_under_an_s3_root(ray_session, s3_server, tmp_path, monkeypatch):
+    """The sweep's input preparation with an s3:// root: videos and token cache are written to the bucket
+    (it used to build the cache path with pathlib: 's3:/bucket/…', a local folder named 's3:')."""
+    import boto3
+
+    from arvid_ray.sweep import prepare_inputs
+
+    monkeypatch.chdir(tmp_path)
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket="arvid")
+    cfg = ExperimentConfig.from_flat({
+        "storage.root": "s3://arvid/rf", "storage.s3_endpoint": s3_server, "experiment.workdir": str(tmp_path),
+        "synth.num_videos": 12, "synth.num_frames": 9, "data.num_frames": 5, "data.resolution": 32,
+        "synth.resolution": 32, "data.cache_clip_hop": 0})
+    out = prepare_inputs(cfg)
+    assert out.data.source.startswith("s3://arvid/rf/synthetic/") and out.data.source.endswith("videos.parquet")
+    assert out.data.tokens_path.startswith("s3://arvid/rf/synthetic/") and "s3:/" not in out.data.tokens_path[5:]
+    assert st.is_file(out.data.tokens_path, out.storage)
+    assert not (tmp_path / "s3:").exists() and not list(tmp_path.glob("**/*.parquet"))
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket="arvid", Prefix="rf/")["Contents"]}
+    assert any(k.endswith("/_COMPLETE") for k in keys) and any("/raw/" in k and k.endswith(".mp4") for k in keys)
+    assert prepare_inputs(cfg).data.tokens_path == out.data.tokens_path  # cached: found, not rebuilt
