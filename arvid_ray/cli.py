@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,13 +105,44 @@ def _train_tokenizer(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
 @command("train", "train the AR model: Ray Train TorchTrainer (train.num_workers=0: in-process, no Ray)")
 def _train(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     from arvid_ray.launch import launch
+    from arvid_ray.sweep import check_resumable, trial_run_dir
+    from arvid_ray.tracking import end_open_run, tracking_summary
 
-    result = launch(cfg)
+    check_resumable(cfg)  # a checkpoint that would be refused stops here, before any worker (no restarts)
+    try:
+        result = launch(cfg)
+    except BaseException as exc:  # the run's MLflow status tells the truth even when the driver dies
+        end_open_run(trial_run_dir(cfg), "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        raise
     for key in ("step", "train/loss", "eval/val_ce", "train/tokens_per_s", "cost/gpu_hours", "cost/usd"):
         if key in result.metrics:
             print(f"{key} {result.metrics[key]:.6g}")
     print(f"run {result.run_name}: {result.run_dir}; last checkpoint: {result.checkpoint}; "
           f"MLflow run: {result.mlflow_run_id}")
+    note = tracking_summary(result.run_dir)
+    if note:
+        print(note)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- sync
+def _sync_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", type=Path, help="a run directory holding metrics.jsonl (and tracking.json)")
+    p.add_argument("--uri", default=None, help="tracking server (default: the one the run logged to)")
+    p.add_argument("--all", action="store_true", help="resend every line (MLflow keeps one copy of each point)")
+
+
+@command("sync", "put what a run directory holds and MLflow lacks (after an outage) into its MLflow run", _sync_args)
+def _sync(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    from arvid_ray.tracking import sync_run
+
+    try:
+        out = sync_run(args.run_dir, args.uri or cfg.tracking.uri, replay_all=args.all)
+    except ConnectionError as exc:
+        print(f"arvid-ray sync: {exc}", file=sys.stderr)
+        return 1
+    print(f"synced {args.run_dir}: {out['points']} metric points and {out['ops']} operation(s) into MLflow run "
+          f"{out['run_id']} at {out['uri']} (status {out['status']})")
     return 0
 
 
@@ -125,19 +159,27 @@ def _sweep(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
     result = run_sweep(prepare_inputs(cfg), storage_path=storage, restore=args.resume)
-    for t in result.best(3):
-        print(f"best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.4g} {t.params}")
+    from arvid_ray.sweep import tracking_lines
     from arvid_ray.tracking import ui_hint
 
+    print(result.headline())
+    for t in result.trials:
+        if t.status != "TERMINATED":
+            print(f"{t.status.lower()} {t.trial_id} [{t.role}]: {t.error or 'no final quality'}")
+    for line in tracking_lines(cfg, result):
+        print(line)
+    for t in result.best(3):
+        print(f"best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.4g} {t.params}")
     print(ui_hint(result.tracking_uri))
-    return 0
+    return result.exit_code()
 
 
 # ---------------------------------------------------------------------------------------- evaluate
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, help="a step_* checkpoint directory")
     p.add_argument("--out", type=Path, default=None, help="samples/plots/metrics directory (default <ckpt>/eval)")
-    p.add_argument("--run-id", default=None, help="log into this existing MLflow run (default: a new run)")
+    p.add_argument("--run-id", default=None,
+                   help="log into this existing evaluation run (default: a new run linked to the training run)")
 
 
 @command("evaluate", "sample N videos from a checkpoint; FD/FVD, consistency, drift → MLflow", _evaluate_args)
@@ -145,16 +187,36 @@ def _evaluate(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     from arvid_ray.evaluate import evaluate_checkpoint
 
     saved = args.checkpoint / "config.yaml"
+    training_run = _training_run_id(args.checkpoint)
     if args.config is None and saved.is_file():  # the checkpoint's config + this command's overrides
         default = ExperimentConfig().to_flat()
         changed = {k: v for k, v in cfg.to_flat().items() if default.get(k) != v}
-        cfg = ExperimentConfig.from_flat(changed, base=load_config(saved))
-    result = evaluate_checkpoint(cfg, args.checkpoint, out_dir=args.out, run_id=args.run_id)
+        base = load_config(saved)
+        training_run = training_run or base.tracking.run_id
+        # the evaluation is a run of its own, on the tracking server of *this* environment when it names one
+        here = {"tracking.run_id": None, "tracking.parent_run_id": None}
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            here["tracking.uri"] = None
+        cfg = ExperimentConfig.from_flat(changed, base=base.replace(**here))
+    cfg = cfg.replace(**{"tracking.run_id": None, "tracking.parent_run_id": None})
+    result = evaluate_checkpoint(cfg, args.checkpoint, out_dir=args.out, run_id=args.run_id,
+                                 training_run_id=training_run)
     for key, value in result["metrics"].items():
         if "_seg" not in key:
             print(f"{key} {value:.6g}")
     print(f"samples and plots: {result['out_dir']}; MLflow run: {result['run_id']}")
     return 0
+
+
+def _training_run_id(checkpoint: Path) -> str | None:
+    """The MLflow run that trained ``checkpoint``: from the run directory's tracking journal."""
+    from arvid_ray.tracking import read_journal
+
+    for run_dir in (checkpoint.parent, checkpoint.parent.parent):  # Ray storage / <run_dir>/checkpoints
+        run_id = read_journal(run_dir).get("run_id")
+        if run_id:
+            return run_id
+    return None
 
 
 # ---------------------------------------------------------------------------------------- main
@@ -190,11 +252,30 @@ def main(argv: list[str] | None = None) -> int:
         print(f"arvid-ray {args.command}: {exc}", file=sys.stderr)
         return 2
     _, _, handler = _COMMANDS[args.command]
+    from arvid_ray.train.checkpoint import CheckpointError
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None  # SIGTERM = Ctrl+C
     try:
         return handler(args, cfg)
+    except CheckpointError as exc:  # deterministic: retrying the same file cannot help
+        print(f"arvid-ray {args.command}: error: {exc}. Way out: move that step_* directory aside to resume from "
+              f"the previous checkpoint, or start afresh with train.run_name=<new name>", file=sys.stderr)
+        return 2
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"arvid-ray {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        name = str(exc) if str(exc) in ("SIGINT", "SIGTERM") else "SIGINT"
+        print(f"arvid-ray {args.command}: interrupted by {name}; its MLflow runs are marked KILLED", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 if __name__ == "__main__":  # pragma: no cover

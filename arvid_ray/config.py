@@ -453,6 +453,11 @@ class TrackingConfig:
     """Set by the sweep: child runs are nested under this run."""
     run_id: Optional[str] = None
     """Set by the sweep: log into this existing (child) run instead of creating one."""
+    flush_timeout_s: float = 30.0
+    """At a run's end, wait at most this long for MLflow to take the backlog (the rest: `arvid-ray sync`)."""
+
+    def __post_init__(self) -> None:
+        _check_range("tracking.flush_timeout_s", self.flush_timeout_s, 0)
 
 
 @dataclass(frozen=True)

@@ -341,8 +341,10 @@ def evaluate_model(cfg: ExperimentConfig, model, tokenizer, *, out_dir: str | Pa
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def _evaluate_job(cfg: ExperimentConfig, checkpoint: str, out_dir: str | None, run_id: str | None) -> dict:
-    """Load tokenizer + model + weights, evaluate, log into an MLflow run (resumed by id, or a new one)."""
+def _evaluate_job(cfg: ExperimentConfig, checkpoint: str, out_dir: str | None, run_id: str | None,
+                  training_run_id: str | None = None) -> dict:
+    """Load tokenizer + model + weights, evaluate, log into an evaluation run of its own (new, or the
+    evaluation run ``run_id``), tagged with the training run it scores; the training run is never touched."""
     from arvid_ray.model import build_model
     from arvid_ray.tokenizer import load_tokenizer
     from arvid_ray.tracking import Tracker
@@ -353,9 +355,13 @@ def _evaluate_job(cfg: ExperimentConfig, checkpoint: str, out_dir: str | None, r
     model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)
     state = load_checkpoint(checkpoint, cfg, model=model, restore_rng_state=False)
     out = Path(out_dir) if out_dir else Path(checkpoint) / "eval"
+    cfg = cfg.replace(**{"tracking.run_id": None, "tracking.parent_run_id": None})  # never the training run
     tracker = Tracker(cfg, run_dir=out)
+    tags = {"arvid.role": "evaluation", "arvid.checkpoint": str(checkpoint), "arvid.checkpoint_step": str(state.step)}
+    if training_run_id:
+        tags["arvid.training_run_id"] = training_run_id
     started = tracker.start(run_name=f"eval-{cfg.experiment.name}-{Path(checkpoint).name}", run_id=run_id,
-                            tags={"arvid.role": "evaluation", "arvid.checkpoint": str(checkpoint)})
+                            tags=tags)
     if started and not run_id:
         tracker.log_config()
     try:
@@ -368,7 +374,8 @@ def _evaluate_job(cfg: ExperimentConfig, checkpoint: str, out_dir: str | None, r
 
 
 def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, *, out_dir: str | Path | None = None,
-                        run_id: str | None = None, use_ray: bool | None = None) -> dict:
+                        run_id: str | None = None, use_ray: bool | None = None,
+                        training_run_id: str | None = None) -> dict:
     """Evaluate a ``step_*`` checkpoint; returns {"metrics", "run_id", "out_dir"}.
 
     With Ray initialised (or ``use_ray=True``) the job runs as one Ray task that asks for a GPU when the
@@ -384,11 +391,11 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, *, out_di
 
         use_ray = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     if not use_ray:
-        return _evaluate_job(cfg, checkpoint, out, run_id)
+        return _evaluate_job(cfg, checkpoint, out, run_id, training_run_id)
     import ray
 
     if not ray.is_initialized():
         ray.init()
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_evaluate_job)
-    return ray.get(task.remote(cfg, checkpoint, out, run_id))
+    return ray.get(task.remote(cfg, checkpoint, out, run_id, training_run_id))

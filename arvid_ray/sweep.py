@@ -11,11 +11,14 @@ multi-objective mode runs NSGA-II on (quality, cost) and reports the Pareto fron
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ SWEEP_TAG = "arvid.sweep"
 ROLE_TAG = "arvid.role"
 ROW_KEY = "row"  # trial param of fixed-row runs: index into the rows table
 DRIVER_CPUS = 0.25  # the driver function only waits on its TorchTrainer
+RUN_DIR_TAG = "arvid.run_dir"  # where a trial's metrics.jsonl/tracking.json live (replayed at trial end)
+INCOMPLETE = "INCOMPLETE"  # a trial that ran but has no final quality (interrupted, or stopped early)
 
 
 @dataclass
@@ -52,10 +57,43 @@ class SweepResult:
     parent_run_id: str | None = None
     tracking_uri: str | None = None
     experiment_path: str = ""
+    interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the sweep
+
+    def complete(self) -> list[TrialSummary]:
+        """Trials with a finite final quality: the only ones a best/Pareto result may come from."""
+        return [t for t in self.trials if t.status == "TERMINATED"
+                and math.isfinite(t.metrics.get(self.quality_key, math.nan))]
 
     def best(self, k: int = 3) -> list[TrialSummary]:
-        done = [t for t in self.trials if math.isfinite(t.metrics.get(self.quality_key, math.nan))]
-        return sorted(done, key=lambda t: t.metrics[self.quality_key])[:k]
+        return sorted(self.complete(), key=lambda t: t.metrics[self.quality_key])[:k]
+
+    @property
+    def num_failed(self) -> int:
+        return sum(t.status == "ERROR" for t in self.trials)
+
+    @property
+    def run_status(self) -> str:
+        """The parent run's MLflow status: KILLED when interrupted, FAILED when no trial succeeded."""
+        if self.interrupted:
+            return "KILLED"
+        return "FINISHED" if self.complete() else "FAILED"
+
+    def exit_code(self) -> int:
+        """130 on SIGINT (143 on SIGTERM), 1 when no trial succeeded, else 0."""
+        if self.interrupted:
+            return 128 + int(getattr(signal, self.interrupted, signal.SIGINT))
+        return 0 if self.complete() else 1
+
+    def headline(self) -> str:
+        """One line for the person at the terminal: trials, failures, incomplete ones, interruption."""
+        n_inc = sum(t.status == INCOMPLETE for t in self.trials)
+        text = (f"Sweep '{self.name}': {len(self.trials)} trials ({len(self.complete())} complete, "
+                f"{self.num_failed} failed, {n_inc} without final quality)")
+        if self.interrupted:
+            text += f"; INTERRUPTED by {self.interrupted}: resume with --resume sweep.name={self.name}"
+        elif not self.complete():
+            text += "; no trial succeeded"
+        return text
 
 
 # ------------------------------------------------------------------------------------------ MLflow
@@ -120,7 +158,70 @@ def _trial_driver(params: dict[str, Any], *, base: dict[str, Any], parent_run_id
         "tracking.uri": uri, "tracking.run_id": run_id, "tracking.parent_run_id": parent_run_id,
         "train.run_name": f"{cfg.sweep.name}-{trial_id}", "train.final_eval": True,
     })
+    run_dir = trial_run_dir(cfg)
+    _tag_run(uri, run_id, {RUN_DIR_TAG: str(run_dir)})
+    done = _finished_result(cfg, run_dir, uri, run_id)
+    if done is not None:  # restored after its last step: keep its final evaluation, do not re-train
+        log.info("trial %s already finished step %d; reporting its final result again", trial_id, cfg.train.steps)
+        with contextlib.suppress(Exception):  # it did finish (an interrupted sweep had marked it KILLED)
+            _client(uri).set_terminated(run_id, status="FINISHED")
+        tune.report(done)
+        return
+    check_resumable(cfg)  # a refused checkpoint fails the trial at once (no Ray Train restarts)
     build_trainer(cfg, callbacks=[TuneReportCallback()]).fit()
+
+
+def trial_run_dir(cfg: ExperimentConfig) -> Path:
+    """The run directory (metrics.jsonl, tracking.json) of the training run ``cfg`` launches."""
+    from arvid_ray import launch
+
+    return launch._local_run_dir(launch.resolve_for_workers(cfg))
+
+
+def check_resumable(cfg: ExperimentConfig) -> None:
+    """Raise CheckpointError when the checkpoint this run would resume from cannot be loaded (refused by
+    the weights-only check, corrupt, or of another shape): a deterministic refusal a retry cannot fix."""
+    from arvid_ray import launch
+    from arvid_ray.train import checkpoint as ckpt
+
+    cfg = launch.resolve_for_workers(cfg)
+    root = launch.storage_root(cfg)
+    if "://" in root:
+        return  # remote storage: the worker's own load refuses it
+    for where in (Path(root) / cfg.train.run_name, trial_run_dir(cfg) / "checkpoints"):
+        latest = ckpt.latest_checkpoint(where)
+        if latest is not None:
+            ckpt.load_checkpoint(latest, cfg)
+
+
+def _finished_result(cfg: ExperimentConfig, run_dir: Path, uri: str, run_id: str) -> dict[str, Any] | None:
+    """The final result (quality and cost) of a run that already passed its last step: from its
+    metrics.jsonl, else from its MLflow run; None when it still has to train or evaluate."""
+    from arvid_ray.tracking import read_metrics_jsonl
+
+    steps, key = cfg.train.steps, cfg.sweep.metric
+    try:
+        last = [r for r in read_metrics_jsonl(run_dir) if r.get("step", 0) >= steps and key in r]
+    except (OSError, ValueError):
+        last = []
+    if last:
+        return {k: v for k, v in last[-1].items() if k != "time"}
+    try:
+        client = _client(uri)
+        if any(m.step >= steps for m in client.get_metric_history(run_id, key)):
+            return {**client.get_run(run_id).data.metrics, "step": float(steps)}
+    except Exception as exc:  # noqa: BLE001 - tracking away: train again rather than guess
+        log.warning("could not read run %s from MLflow (%s)", run_id, exc)
+    return None
+
+
+def _tag_run(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    try:
+        client = _client(uri)
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+    except Exception as exc:  # noqa: BLE001 - tracking must not fail a trial
+        log.warning("could not tag MLflow run %s: %s", run_id, exc)
 
 
 def _end_child_runs_callback(uri: str, parent_run_id: str):
@@ -130,14 +231,10 @@ def _end_child_runs_callback(uri: str, parent_run_id: str):
         """Terminate each trial's child run: ASHA-stopped trials would otherwise stay RUNNING forever."""
 
         def _end(self, trial, status: str) -> None:
-            client = _client(uri)
-            runs = client.search_runs(
-                [client.get_run(parent_run_id).info.experiment_id],
-                filter_string=f"tags.`{TRIAL_TAG}` = '{trial.trial_id}'",
-            )
-            for run in runs:
-                if run.info.status == "RUNNING":
-                    client.set_terminated(run.info.run_id, status=status)
+            try:
+                _end_trial_runs(uri, parent_run_id, trial.trial_id, status)
+            except Exception as exc:  # noqa: BLE001 - a tracking outage must not stop the sweep
+                log.warning("could not end the MLflow run of trial %s: %s", trial.trial_id, exc)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._end(trial, "FINISHED")
@@ -146,6 +243,24 @@ def _end_child_runs_callback(uri: str, parent_run_id: str):
             self._end(trial, "FAILED")
 
     return EndChildRuns()
+
+
+def _end_trial_runs(uri: str, parent_run_id: str, trial_id: str, status: str) -> None:
+    """Replay what the trial's run directory holds and MLflow lacks (its worker may have been stopped
+    before its shipper caught up), then end the trial's runs that are still RUNNING."""
+    from arvid_ray.tracking import JOURNAL_FILE, sync_run
+
+    client = _client(uri)
+    runs = client.search_runs(
+        [client.get_run(parent_run_id).info.experiment_id],
+        filter_string=f"tags.`{TRIAL_TAG}` = '{trial_id}' and tags.`mlflow.parentRunId` = '{parent_run_id}'",
+    )
+    for run in runs:
+        run_dir = run.data.tags.get(RUN_DIR_TAG)
+        if run_dir and (Path(run_dir) / JOURNAL_FILE).exists():
+            sync_run(run_dir, uri)
+        if client.get_run(run.info.run_id).info.status == "RUNNING":
+            client.set_terminated(run.info.run_id, status=status)
 
 
 # ------------------------------------------------------------------------------------------ Tune
@@ -242,8 +357,48 @@ def _tuner(cfg: ExperimentConfig, storage: str, parent_run_id: str, uri: str, re
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config, param_space=param_space), path
 
 
-def _summaries(grid, rows: list[dict[str, Any]] | None) -> list[TrialSummary]:
+def refusals() -> tuple[type[BaseException], ...]:
+    """Errors that are deterministic refusals (bad config, failed pre-flight, unloadable checkpoint): an
+    entry point prints their one-line message and exits 2; retrying cannot help."""
+    from arvid_ray.train.checkpoint import CheckpointError
+
+    out: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FileNotFoundError)
+    try:
+        from arvid_ray.storage import StorageError
+
+        out += (StorageError,)
+    except ImportError:  # pragma: no cover - older layout without storage.py
+        pass
+    return out
+
+
+def tracking_lines(cfg: ExperimentConfig, result: SweepResult) -> list[str]:
+    """Per trial, a plain line when its tracking was interrupted (and what was replayed or is missing)."""
+    from arvid_ray.tracking import tracking_summary
+
+    lines = []
+    for t in result.trials:
+        try:
+            run_dir = trial_run_dir(cfg.replace(**{"train.run_name": f"{result.name}-{t.trial_id}"}))
+            line = tracking_summary(run_dir)
+        except Exception:  # noqa: BLE001 - a note, never a failure
+            line = ""
+        if line:
+            lines.append(f"trial {t.trial_id}: {line}")
+    return lines
+
+
+def _trial_statuses(grid) -> dict[str, str]:
+    """Tune's status of each trial by its directory (a Result alone cannot tell finished from paused)."""
+    trials = getattr(getattr(grid, "_experiment_analysis", None), "trials", None) or []
+    return {Path(str(getattr(t, "path", "") or "")).name: str(t.status) for t in trials}
+
+
+def _summaries(grid, rows: list[dict[str, Any]] | None, quality_key: str | None = None) -> list[TrialSummary]:
+    """One summary per trial: ERROR (it failed), TERMINATED (finished, with its final quality) or
+    INCOMPLETE (it ran, but has no final quality: interrupted, or stopped before its evaluation)."""
     out = []
+    statuses = _trial_statuses(grid)
     for res in grid:
         params = dict(res.config or {})
         if rows is not None and ROW_KEY in params:
@@ -251,7 +406,9 @@ def _summaries(grid, rows: list[dict[str, Any]] | None) -> list[TrialSummary]:
         metrics = {k: float(v) for k, v in (res.metrics or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
         trial_id = str((res.metrics or {}).get("trial_id") or Path(res.path).name)
-        status = "ERROR" if res.error else "TERMINATED"
+        finished = statuses.get(Path(str(res.path)).name, "TERMINATED") == "TERMINATED"
+        has_quality = quality_key is None or math.isfinite(metrics.get(quality_key, math.nan))
+        status = "ERROR" if res.error else "TERMINATED" if finished and has_quality else INCOMPLETE
         out.append(TrialSummary(trial_id=trial_id, role=str(params.get(ROLE_KEY, "search")), status=status,
                                 params=trial_overrides(params), metrics=metrics,
                                 error=_error_line(res.error) if res.error else None))
@@ -273,6 +430,7 @@ def _parent_run(cfg: ExperimentConfig, uri: str, restore: bool) -> str:
             f"tags.`{SWEEP_TAG}` = '{cfg.sweep.name}' and tags.`{ROLE_TAG}` = 'parent'"),
             order_by=["attributes.start_time DESC"], max_results=1)
         if found:
+            client.update_run(found[0].info.run_id, status="RUNNING")  # resumed: running again until it ends
             return found[0].info.run_id
     run = client.create_run(exp_id, run_name=cfg.sweep.name, tags={SWEEP_TAG: cfg.sweep.name, ROLE_TAG: "parent"})
     for key, value in cfg.to_flat().items():
@@ -303,29 +461,78 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     uri = tracking_uri(cfg)
     storage = storage_path or cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
-    parent = _parent_run(cfg, uri, restore)
-    tuner, path = _tuner(cfg, storage, parent, uri, restore, rows)
-    try:
-        grid = tuner.fit()
-    except BaseException:  # the sweep itself broke: leave no run RUNNING forever in the UI
-        _fail_open_runs(uri, parent)
-        raise
+    received: list[int] = []
+    with _graceful_stop(received) as tune_running:
+        parent = None
+        try:
+            parent = _parent_run(cfg, uri, restore)
+            tuner, path = _tuner(cfg, storage, parent, uri, restore, rows)
+            tune_running.set()
+            try:
+                grid = tuner.fit()
+            finally:
+                tune_running.clear()
+        except BaseException as exc:  # the sweep itself broke: leave no run RUNNING forever in the UI
+            if parent is not None:
+                interrupted = received or isinstance(exc, KeyboardInterrupt)
+                _fail_open_runs(uri, parent, "KILLED" if interrupted else "FAILED")
+            raise
     result = SweepResult(name=cfg.sweep.name, quality_key=cfg.sweep.metric, cost_key=cfg.sweep.cost_metric,
-                         trials=_summaries(grid, rows), parent_run_id=parent, tracking_uri=uri, experiment_path=path)
-    done = [t for t in result.trials if t.status != "ERROR"]
+                         trials=_summaries(grid, rows, cfg.sweep.metric), parent_run_id=parent, tracking_uri=uri,
+                         experiment_path=path, interrupted=signal.Signals(received[0]).name if received else None)
+    done = result.complete()  # Pareto and best/* only from trials with their final quality and cost
     points = [(t.metrics.get(result.quality_key, math.nan), t.metrics.get(result.cost_key, math.nan)) for t in done]
     result.pareto = [done[i].trial_id for i in pareto_front(points)]
     _log_report(cfg, result)
     return result
 
 
-def _fail_open_runs(uri: str, parent_run_id: str) -> None:
-    client = _client(uri)
-    exp_id = client.get_run(parent_run_id).info.experiment_id
-    children = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
-    for run in [*children, client.get_run(parent_run_id)]:
-        if run.info.status == "RUNNING":
-            client.set_terminated(run.info.run_id, status="FAILED")
+@contextlib.contextmanager
+def _graceful_stop(received: list[int]):
+    """SIGINT/SIGTERM → Tune's own graceful stop (experiment state saved for --resume), remembered in
+    ``received`` so the sweep ends KILLED with exit code 128 + signal. Outside ``tuner.fit()`` (and on a
+    second signal) it raises KeyboardInterrupt. Yields an Event the caller sets while Tune runs."""
+    tune_running = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield tune_running
+        return
+    usr1 = getattr(signal, "SIGUSR1", None)
+    before_usr1 = signal.getsignal(usr1) if usr1 else None
+
+    def handler(signum, frame):
+        first = not received
+        received.append(signum)
+        tune_handler = signal.getsignal(usr1) if usr1 else None
+        if first and tune_running.is_set() and tune_handler not in (None, signal.SIG_DFL, signal.SIG_IGN,
+                                                                    before_usr1):
+            log.warning("%s: stopping the sweep after saving its state (again to stop at once)",
+                        signal.Signals(signum).name)
+            tune_handler(usr1, frame)  # what Tune does on its own SIGINT: stop the loop, save the state
+            return
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours forwards to Tune's, and remembers the signal
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield tune_running
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if usr1:
+            signal.signal(usr1, before_usr1)
+
+
+def _fail_open_runs(uri: str, parent_run_id: str, status: str = "FAILED", include_parent: bool = True) -> None:
+    """End every run of the sweep still RUNNING (its children, and the parent) with ``status``."""
+    try:
+        client = _client(uri)
+        exp_id = client.get_run(parent_run_id).info.experiment_id
+        children = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+        for run in [*children, *([client.get_run(parent_run_id)] if include_parent else [])]:
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, status=status)
+    except Exception as exc:  # noqa: BLE001 - do not hide the sweep's own error behind a tracking one
+        log.warning("could not end the sweep's open MLflow runs as %s: %s", status, exc)
 
 
 def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
@@ -337,15 +544,28 @@ def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
     summary = out / "report.json"  # machine-readable twin of report.md (trials, metrics, Pareto ids)
     summary.write_text(json.dumps(dataclasses.asdict(result), indent=1, default=str))
     files.append(summary)
-    client = _client(result.tracking_uri)
-    for path in files:
-        sub = path.parent.relative_to(out).as_posix()
-        client.log_artifact(result.parent_run_id, str(path), artifact_path=None if sub == "." else sub)
-    best = result.best(1)
-    if best:
-        client.log_metric(result.parent_run_id, f"best/{result.quality_key}", best[0].metrics[result.quality_key])
-    client.log_metric(result.parent_run_id, "sweep/num_failed", sum(t.status == "ERROR" for t in result.trials))
-    client.set_terminated(result.parent_run_id, status="FINISHED")
+    try:
+        client = _client(result.tracking_uri)
+        for path in files:
+            sub = path.parent.relative_to(out).as_posix()
+            client.log_artifact(result.parent_run_id, str(path), artifact_path=None if sub == "." else sub)
+        best = result.best(1)
+        if best:
+            client.log_metric(result.parent_run_id, f"best/{result.quality_key}", best[0].metrics[result.quality_key])
+        client.log_metric(result.parent_run_id, "sweep/num_failed", result.num_failed)
+        client.log_metric(result.parent_run_id, "sweep/num_complete", len(result.complete()))
+        client.log_metric(result.parent_run_id, "sweep/num_incomplete",
+                          sum(t.status == INCOMPLETE for t in result.trials))
+        if result.interrupted:
+            client.set_tag(result.parent_run_id, "arvid.interrupted", result.interrupted)
+    except Exception as exc:  # noqa: BLE001 - the report is on disk; still end every run below
+        log.warning("could not log the sweep report to MLflow (%s); it is in %s", exc, out)
+    _fail_open_runs(result.tracking_uri, result.parent_run_id, "KILLED" if result.interrupted else "FAILED",
+                    include_parent=False)
+    try:
+        _client(result.tracking_uri).set_terminated(result.parent_run_id, status=result.run_status)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not end the sweep's parent run %s: %s", result.parent_run_id, exc)
 
 
 def prepare_inputs(cfg: ExperimentConfig) -> ExperimentConfig:

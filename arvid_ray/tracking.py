@@ -34,7 +34,7 @@ from arvid_ray.config import ExperimentConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["Tracker", "resolve_tracking_uri", "end_run", "read_metrics_jsonl", "ui_hint", "RUN_NAME_TAG",
-           "sync_run", "tracking_summary", "read_journal", "METRICS_FILE", "JOURNAL_FILE"]
+           "sync_run", "tracking_summary", "read_journal", "end_open_run", "METRICS_FILE", "JOURNAL_FILE"]
 
 _STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
 RUN_NAME_TAG = "arvid.run_name"  # the stable training-run name; a re-launch resumes the run carrying it
@@ -228,6 +228,7 @@ class Tracker:
         self._next_probe = 0.0
         self._last_ok = time.monotonic()
         self._catching_up = False
+        self._owns_status = True  # end() sets the run's status (not for a run logged into with reopen=False)
         self._state: dict[str, Any] = {"sent_bytes": 0, "sent_points": 0, "outages": 0, "down_s": 0.0,
                                        "replayed_points": 0, "status": None, "pending_ops": []}
 
@@ -238,9 +239,11 @@ class Tracker:
         run_id: str | None = None,
         tags: Mapping[str, str] | None = None,
         resume_by_name: bool = False,
+        reopen: bool = True,
     ) -> str | None:
         """Create a run (nested under cfg.tracking.parent_run_id if set), or resume ``run_id`` /
         cfg.tracking.run_id, or (``resume_by_name``) the run tagged with this stable ``run_name``.
+        ``reopen=False``: log into a resumed run without touching its status (``end`` leaves it too).
         Returns the run id, or None when tracking is off or unreachable (then the journal keeps what
         ``arvid-ray sync`` needs to create the run later)."""
         if not self.enabled:
@@ -260,7 +263,9 @@ class Tracker:
             if not resume_id and resume_by_name and run_name:
                 resume_id = self._find_by_name(run_name)
             if resume_id:
-                self._client.update_run(resume_id, status="RUNNING")
+                if reopen:
+                    self._client.update_run(resume_id, status="RUNNING")
+                self._owns_status = reopen
                 self.run_id = resume_id
             else:
                 run = self._client.create_run(self._experiment_id(), tags=all_tags, run_name=run_name)
@@ -286,8 +291,9 @@ class Tracker:
                 log.warning("MLflow system metrics did not stop cleanly: %s", exc)
             self._monitor = None
         if self.enabled and (self.run_id or self.run_dir is not None):
-            self._queue({"op": "terminate", "status": status, "end_time": int(time.time() * 1000)})
-            self._state["status"] = status
+            if self._owns_status:
+                self._queue({"op": "terminate", "status": status, "end_time": int(time.time() * 1000)})
+                self._state["status"] = status
             done = self.flush(self.cfg.tracking.flush_timeout_s)
             self._stop_shipper()
             self._save_journal()
@@ -592,6 +598,22 @@ def end_run(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> Non
         MlflowClient(tracking_uri=resolve_tracking_uri(cfg)).set_terminated(run_id, status=status)
     except Exception as exc:  # noqa: BLE001 - tracking must not kill the caller
         log.warning("could not end MLflow run %s as %s: %s", run_id, status, exc)
+
+
+def end_open_run(run_dir: str | Path, status: str) -> None:
+    """End the MLflow run a run directory's journal names, if it is still RUNNING (a driver that died or
+    was interrupted before its workers could say so); never fails."""
+    state = read_journal(run_dir) if "://" not in str(run_dir) else {}
+    if not state.get("run_id") or not state.get("uri") or _reachable(state["uri"]) is not None:
+        return
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=state["uri"])
+        if client.get_run(state["run_id"]).info.status == "RUNNING":
+            client.set_terminated(state["run_id"], status=status)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not end MLflow run %s as %s: %s", state["run_id"], status, exc)
 
 
 # ------------------------------------------------------------------------------------------ sync

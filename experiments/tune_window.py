@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,7 +30,26 @@ SMOKE_OVERRIDES = [
 ]
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 no trial succeeded, 2 refused before launch (config, pre-flight, checkpoint),
+    130 interrupted by SIGINT (143 by SIGTERM); the MLflow runs then end KILLED, --resume finishes."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM = Ctrl+C: stop, mark runs KILLED
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:
+        name = str(exc) if str(exc) in ("SIGINT", "SIGTERM") else "SIGINT"
+        print(f"tune_window: interrupted by {name}; the sweep's runs are marked KILLED; finish it with "
+              f"--resume sweep.name=<name>", file=sys.stderr)
+        return 128 + int(getattr(signal, name))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="experiment YAML with a sweep section")
     parser.add_argument("--smoke-test", action="store_true", help="2 tiny trials of the debug preset (CI)")
@@ -57,12 +77,22 @@ def main(argv: list[str] | None = None) -> int:
     storage = cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
-    cfg = prepare_inputs(cfg)
-    result = run_sweep(cfg, storage_path=storage, restore=args.resume)
+    from arvid_ray.sweep import refusals, tracking_lines
 
-    print(f"\nSweep '{result.name}': {len(result.trials)} trials "
-          f"({sum(t.status == 'ERROR' for t in result.trials)} failed); quality = {result.quality_key}, "
-          f"cost = {result.cost_key}")
+    try:
+        cfg = prepare_inputs(cfg)
+        result = run_sweep(cfg, storage_path=storage, restore=args.resume)
+    except refusals() as exc:  # deterministic (config, pre-flight, checkpoint): one line, no retry
+        print(f"tune_window: {exc}", file=sys.stderr)
+        return 2
+
+    print(f"\n{result.headline()}; quality = {result.quality_key}, cost = {result.cost_key}")
+    for t in result.trials:
+        if t.status != "TERMINATED":
+            why = t.error or ("no final quality" if t.status == "INCOMPLETE" else t.status)
+            print(f"  {t.status.lower()} {t.trial_id} [{t.role}]: {why}")
+    for line in tracking_lines(cfg, result):
+        print(f"  {line}")
     for t in result.best(3):
         print(f"  best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.3f} "
               f"{result.cost_key}={t.metrics.get(result.cost_key, float('nan')):.5f} {t.params}")
@@ -70,7 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nCompare cost against quality in the MLflow UI:\n  {ui_hint(result.tracking_uri)}"
           f"\n  then open experiment '{cfg.experiment.name}', run '{result.name}' → its child runs; "
           f"the Pareto plot is the parent run's artifact plots/pareto.png")
-    return 0
+    if result.interrupted:
+        print(f"\nINTERRUPTED by {result.interrupted}: the parent run and unfinished trials are KILLED; finish with"
+              f"\n  python experiments/tune_window.py --resume sweep.name={result.name} (same config and overrides)")
+    return result.exit_code()
 
 
 if __name__ == "__main__":
