@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from arvid_ray.config import ExperimentConfig
 log = logging.getLogger(__name__)
 
 __all__ = ["Tracker", "resolve_tracking_uri", "end_run", "read_metrics_jsonl", "ui_hint", "RUN_NAME_TAG",
+           "mask_uri", "config_params",
            "sync_run", "tracking_summary", "read_journal", "end_open_run", "METRICS_FILE", "JOURNAL_FILE"]
 
 _STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
@@ -63,7 +65,7 @@ def ui_hint(uri: str) -> str:
     """How to open the MLflow UI for ``uri``: a running server is opened in a browser (through an SSH
     tunnel on a cluster); a local store (sqlite / directory) is served with ``mlflow ui``."""
     if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser (tunnel the port first when it is on a remote head node)"
+        return f"open {mask_uri(uri)} in a browser (tunnel the port first when it is on a remote head node)"
     return f"mlflow ui --backend-store-uri {uri}"
 
 
@@ -84,10 +86,60 @@ def _reachable(uri: str, timeout: float = 3.0) -> str | None:
     return None
 
 
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+# bookkeeping, not hyper-parameters: where things are stored and logged, how loud the console is
+TAG_PREFIXES = ("tracking.", "storage.", "experiment.workdir", "experiment.verbose", "train.storage_path",
+                "train.run_name")
+
+
+def mask_uri(text: str) -> str:
+    """``scheme://user:token@host/...`` → ``scheme://***@host/...`` anywhere in ``text``."""
+    return _USERINFO.sub(r"\g<scheme>***@", text)
+
+
 def _param_value(value: Any) -> str:
     if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
+        return mask_uri(json.dumps(value, sort_keys=True))
+    return mask_uri(str(value))
+
+
+def _accelerator_key(cfg: ExperimentConfig) -> str | None:
+    """The cost-table key of this run's accelerator; None when only the GPU workers can tell (a driver
+    without a GPU, cost.accelerator=auto). Matches the table's own keys (longest first: H200 before H20)."""
+    if cfg.cost.accelerator != "auto":
+        return cfg.cost.accelerator
+    if not cfg.train.use_gpu:
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name(0).upper()
+    keys = sorted({*cfg.cost.price_per_hour, *cfg.cost.peak_tflops}, key=len, reverse=True)
+    return next((k for k in keys if k != "cpu" and k.upper() in name), name)
+
+
+def config_params(cfg: ExperimentConfig) -> tuple[dict[str, str], dict[str, str]]:
+    """(params, tags) of a run: the flattened config as hyper-parameters, bookkeeping fields as tags.
+
+    The price and peak tables are reduced to this run's accelerator (``cost.price_per_hour`` = its USD/h,
+    ``cost.peak_tflops`` = its peak); URIs never carry credentials (user:token@ is masked)."""
+    flat = cfg.to_flat()
+    acc = _accelerator_key(cfg)
+    for table in ("cost.price_per_hour", "cost.peak_tflops"):
+        entries = flat.pop(table, {}) or {}
+        if acc is not None:
+            flat[table] = entries.get(acc, "none")
+    if acc is not None and cfg.cost.accelerator == "auto":
+        flat["cost.accelerator"] = f"auto ({acc})"
+    params, tags = {}, {}
+    for key, value in flat.items():
+        if key.startswith(TAG_PREFIXES):
+            if value is not None:  # an unset bookkeeping field says nothing
+                tags[key] = _param_value(value)[:6000]
+        else:
+            params[key] = _param_value(value)[:6000]
+    return params, tags
 
 
 def read_metrics_jsonl(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -276,7 +328,7 @@ class Tracker:
         self._adopt_journal()
         if self.cfg.tracking.system_metrics:
             self._start_system_metrics(resume=bool(resume_id))
-        log.info("MLflow run %s (experiment '%s') at %s", self.run_id, self.cfg.experiment.name, self.uri)
+        log.info("MLflow run %s (experiment '%s') at %s", self.run_id, self.cfg.experiment.name, mask_uri(self.uri))
         return self.run_id
 
     def end(self, status: str = "FINISHED") -> None:
@@ -328,8 +380,9 @@ class Tracker:
 
     # ---------------------------------------------------------------------------------- logging
     def log_params(self, params: Mapping[str, Any] | None = None) -> None:
-        """Log params (default: the resolved config flattened with dotted keys)."""
-        items = {k: _param_value(v)[:6000] for k, v in (params or self.cfg.to_flat()).items()}
+        """Log params (default: the resolved config's hyper-parameters, see ``config_params``)."""
+        items = ({k: _param_value(v)[:6000] for k, v in params.items()} if params is not None
+                 else config_params(self.cfg)[0])
         self._queue({"op": "params", "params": items})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
@@ -370,12 +423,15 @@ class Tracker:
         self.log_artifact(target, None if sub == "." else sub)
 
     def log_config(self) -> None:
-        """Params = flattened config, artifact config.yaml (also kept in the run directory)."""
-        text = self.cfg.to_yaml()
+        """Params = the config's hyper-parameters, tags = its bookkeeping fields (``config_params``),
+        artifact config.yaml with credentials masked (also kept in the run directory)."""
+        text = mask_uri(self.cfg.to_yaml())
         if self.run_dir is not None:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(text)
-        self.log_params()
+        params, tags = config_params(self.cfg)
+        self.log_params(params)
+        self.set_tags(tags)
         self.log_text(text, "config.yaml")
 
     # ---------------------------------------------------------------------------------- shipper
@@ -484,7 +540,7 @@ class Tracker:
             self._state["down_s"] += now - self._down_since
             self._down_since = None
             self._catching_up = True
-            log.warning("MLflow at %s answers again: replaying the backlog into run %s", self.uri, self.run_id)
+            log.warning("MLflow at %s answers again: replaying the backlog into run %s", mask_uri(self.uri), self.run_id)
         if self._catching_up and self._caught_up_metrics():
             self._catching_up = False
             log.warning("MLflow backlog replayed: %d points into run %s", self._state["replayed_points"], self.run_id)

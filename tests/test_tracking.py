@@ -39,7 +39,13 @@ def test_run_has_params_metrics_and_config_artifact(mlflow_server, tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name == "unit-run"
     assert run.data.params["objective.kind"] == "local"
     assert run.data.params["data.num_frames"] == "17"
-    assert len(run.data.params) == len(cfg.to_flat())
+    # hyper-parameters as params, bookkeeping as tags, the cost tables reduced to this run's accelerator
+    from arvid_ray.tracking import TAG_PREFIXES
+
+    logged = set(run.data.params) | {k for k in run.data.tags if k.startswith(TAG_PREFIXES)}
+    assert logged == {k for k, v in cfg.to_flat().items() if not (k.startswith(TAG_PREFIXES) and v is None)}
+    assert run.data.tags["tracking.uri"] == mlflow_server and "tracking.uri" not in run.data.params
+    assert run.data.params["cost.price_per_hour"] == str(cfg.cost.price_per_hour["cpu"])
     assert [m.value for m in client.get_metric_history(run_id, "train/loss")] == [3.5, 2.5]
     assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
     text = client.download_artifacts(run_id, "config.yaml", str(tmp_path / "dl"))
