@@ -69,6 +69,8 @@ class ExperimentSection:
     """Global seed; per-rank and per-trial seeds are derived from it."""
     workdir: str = "~/.cache/arvid-ray"
     """Root for caches (synthetic data, ingested Parquet, token caches) and local run storage."""
+    verbose: bool = False
+    """Show Ray's own per-operator progress and INFO lines (the CLI's --verbose); default: the tool's only."""
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -127,8 +129,9 @@ class IngestConfig:
     """Upper bound on a row's encoded bytes; segments are shortened to stay under it."""
     default_split: str = "train"
     """Split for inputs whose manifest/folder gives none."""
-    val_fraction: float = 0.0
-    """When no split is given, hash-assign this fraction of videos to 'val'."""
+    val_fraction: float = 0.05
+    """When no split is given, hash-assign this fraction of videos to 'val' (at least one video when two or
+    more inputs name no split; 0 = none), so training always has validation data to report."""
 
     def __post_init__(self) -> None:
         _check_range("ingest.min_frames", self.min_frames, 1)

@@ -156,6 +156,22 @@ def evaluate_videos(real_feats: np.ndarray, generated: np.ndarray, extractor, *,
     return out
 
 
+MIN_FD_N = 8  # below this many videos per side a Fréchet distance is mostly noise (covariance rank < N)
+
+
+def _warn_small_n(metrics: dict[str, float], fd_key: str) -> list[str]:
+    """One warning naming every distribution metric computed from fewer than MIN_FD_N videos (with its N)."""
+    pairs = [(fd_key, "eval/num_videos"), ("eval/fd_floor", "eval/fd_floor_n"),
+             ("eval/drift_floor", "eval/drift_floor_n")]
+    pairs += [(k, "eval/drift_n") for k in metrics if k.startswith("eval/drift_") and k.endswith("x")]
+    small = [f"{key} N={int(metrics[n_key])}" for key, n_key in pairs
+             if key in metrics and n_key in metrics and metrics[n_key] < MIN_FD_N]
+    if small:
+        log.warning("too few videos to mean much (< %d per side): %s — read these as rough; raise "
+                    "eval.num_videos / eval.drift_videos or add real videos", MIN_FD_N, ", ".join(small))
+    return small
+
+
 def segment_starts(total_frames: int, clip_frames: int, latent_per_clip: int, temporal_down: int) -> list[int]:
     """First video frame of each training-length segment of a rollout (latent frame j*t ↔ video frame)."""
     starts, j = [], 0
@@ -234,6 +250,7 @@ def _drift(model, tokenizer, cfg, extractor, real_feats, labels, captions, out: 
     labels, captions = labels[:n_drift], captions[:n_drift]
     m = min(n_drift, len(real_feats) // 2)  # the floor at the drift rollouts' own N
     out["eval/drift_floor"] = frechet_from_features(real_feats[:m], real_feats[m:2 * m])
+    out["eval/drift_n"], out["eval/drift_floor_n"] = float(n_drift), float(m)
     for k in sorted({int(m) for m in cfg.eval.drift_multipliers if int(m) > 1}):
         videos = _sample(model, tokenizer, cfg, k * t_train, labels, captions, seed=cfg.experiment.seed + 101 * k)
         starts = segment_starts(videos.shape[1], cfg.data.num_frames, t_train, cfg.tokenizer.temporal_down)
@@ -335,6 +352,7 @@ def evaluate_model(cfg: ExperimentConfig, model, tokenizer, *, out_dir: str | Pa
     if tracker is not None:
         tracker.log_metrics(metrics, step)
     _log_files(cfg, tracker, out_dir, files, extractor)
+    _warn_small_n(metrics, metric_names(extractor.id)[0])
     log.info("evaluation (N=%d, %s): %s", n, extractor.id,
              ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if "_seg" not in k))
     return metrics

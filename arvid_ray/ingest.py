@@ -56,13 +56,24 @@ class _Input:
     label: int = S.NO_LABEL
     caption: str = ""
     split: str = ""
+    auto_split: bool = False  # the source named no split: assigned by _assign_splits
 
 
-def _split_for(uri: str, given: str, cfg: IngestConfig) -> str:
-    if given:
-        return given
-    u = int(hashlib.sha1(("split:" + uri).encode()).hexdigest()[:8], 16) / 2**32
-    return "val" if u < cfg.val_fraction else cfg.default_split
+def _split_hash(uri: str) -> float:
+    return int(hashlib.sha1(("split:" + uri).encode()).hexdigest()[:8], 16) / 2**32  # uniform in [0, 1)
+
+
+def _assign_splits(inputs: list[_Input], cfg: IngestConfig) -> None:
+    """Inputs that name no split: 'val' when their URI's hash falls under ingest.val_fraction (stable per
+    video, whatever else is in the folder), else ingest.default_split. When the fraction is > 0 but picks
+    none of two or more such inputs, the one with the smallest hash goes to 'val': a small folder still
+    gets a validation split (its segments all stay in it, so no video is in both)."""
+    unsplit = [i for i in inputs if not i.split]
+    for item in unsplit:
+        item.auto_split = True
+        item.split = "val" if _split_hash(item.uri) < cfg.val_fraction else cfg.default_split
+    if cfg.val_fraction > 0 and len(unsplit) >= 2 and not any(i.split == "val" for i in unsplit):
+        min(unsplit, key=lambda i: _split_hash(i.uri)).split = "val"
 
 
 def _list_tree(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str]]:
@@ -116,8 +127,7 @@ def list_inputs(src: str, cfg: ExperimentConfig) -> tuple[list[_Input], list[str
             raise FileNotFoundError(f"ingest source {src!r} is neither a directory, a .csv/.jsonl manifest "
                                     f"nor an s3:// or gs:// prefix")
         inputs, classes = _list_tree(src, cfg.storage)
-    for item in inputs:
-        item.split = _split_for(item.uri, item.split, cfg.ingest)
+    _assign_splits(inputs, cfg.ingest)
     return inputs, classes
 
 
@@ -223,6 +233,9 @@ class IngestSummary:
     rejected: dict[str, int] = field(default_factory=dict)
     classes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    splits: dict[str, int] = field(default_factory=dict)  # accepted videos per split
+    val_assigned: int = 0  # of them in 'val' by ingest.val_fraction (the source named no split)
+    val_fraction: float = 0.0
 
     def format(self) -> str:
         lines = [f"ingested {self.inputs} inputs in {self.seconds:.1f}s → {self.out}",
@@ -231,6 +244,13 @@ class IngestSummary:
         lines += [f"    {code:<16} {n:>6}  ({REASONS[code]})" for code, n in sorted(self.rejected.items())]
         if self.classes:
             lines.append(f"  classes: {len(self.classes)} (written to {CLASSES_NAME})")
+        if self.splits:
+            how = (f" ({self.val_assigned} val by hash, ingest.val_fraction={self.val_fraction:g}, where the source "
+                   f"names no split)" if self.val_assigned else "")
+            lines.append("  splits: " + ", ".join(f"{n} {name}" for name, n in sorted(self.splits.items())) + how)
+            if not self.splits.get("val"):
+                lines.append("  no 'val' split: training will report no eval/val_ce (set ingest.val_fraction > 0 "
+                             "or name splits in a manifest)")
         return "\n".join(lines)
 
 
@@ -332,8 +352,14 @@ def ingest(src: str | Path, out: str | Path, cfg: ExperimentConfig | None = None
     for rejected, _ in outcomes.values():
         if rejected:
             by_reason[rejected[0]] = by_reason.get(rejected[0], 0) + 1
+    accepted = [i for i in inputs if not outcomes[i.uri][0]]
+    splits: dict[str, int] = {}
+    for item in accepted:
+        splits[item.split] = splits.get(item.split, 0) + 1
     summary = IngestSummary(out=out, inputs=len(inputs), accepted=len(inputs) - len(rejects), rows=rows,
-                            rejected=by_reason, classes=classes, seconds=time.time() - start)
+                            rejected=by_reason, classes=classes, seconds=time.time() - start, splits=splits,
+                            val_assigned=sum(i.auto_split and i.split == "val" for i in accepted),
+                            val_fraction=cfg.ingest.val_fraction)
     _write_text(filesystem, f"{out_path}/{SUMMARY_NAME}", json.dumps(asdict(summary), indent=1) + "\n")
     log.info("%s", summary.format())
     return summary

@@ -432,9 +432,13 @@ def _parent_run(cfg: ExperimentConfig, uri: str, restore: bool) -> str:
         if found:
             client.update_run(found[0].info.run_id, status="RUNNING")  # resumed: running again until it ends
             return found[0].info.run_id
-    run = client.create_run(exp_id, run_name=cfg.sweep.name, tags={SWEEP_TAG: cfg.sweep.name, ROLE_TAG: "parent"})
-    for key, value in cfg.to_flat().items():
-        client.log_param(run.info.run_id, key, str(value)[:6000])
+    from arvid_ray.tracking import config_params
+
+    params, tags = config_params(cfg)  # hyper-parameters as params, bookkeeping as tags, no credentials
+    run = client.create_run(exp_id, run_name=cfg.sweep.name,
+                            tags={**tags, SWEEP_TAG: cfg.sweep.name, ROLE_TAG: "parent"})
+    for key, value in params.items():
+        client.log_param(run.info.run_id, key, value)
     return run.info.run_id
 
 
@@ -533,6 +537,37 @@ def _fail_open_runs(uri: str, parent_run_id: str, status: str = "FAILED", includ
                 client.set_terminated(run.info.run_id, status=status)
     except Exception as exc:  # noqa: BLE001 - do not hide the sweep's own error behind a tracking one
         log.warning("could not end the sweep's open MLflow runs as %s: %s", status, exc)
+
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local (sqlite / file) store
+
+
+def ui_links(result: SweepResult, ui_url: str | None = None) -> dict[str, str]:
+    """Browser links into the MLflow UI for a sweep: ``compare`` (MLflow's compare view with every trial
+    run selected), ``pareto`` (the parent run's plots/pareto.png) and ``chart`` (its interactive
+    plots/cost_quality.html). ``ui_url``: where the UI is served (default: the tracking server, or
+    LOCAL_UI for a local store). URL formats are MLflow 3's hash routes (``/#/compare-runs?runs=[...]``)."""
+    from urllib.parse import quote
+
+    from arvid_ray.tracking import mask_uri
+
+    uri = result.tracking_uri or ""
+    base = mask_uri(ui_url or (uri if uri.startswith(("http://", "https://")) else LOCAL_UI)).rstrip("/")
+    client = _client(uri)
+    exp_id = client.get_run(result.parent_run_id).info.experiment_id
+    children = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'",
+                                  max_results=1000, order_by=["attributes.start_time ASC"])
+
+    def as_json(value: list[str]) -> str:
+        return quote(json.dumps(value, separators=(",", ":")), safe=",")
+
+    run_page = f"{base}/#/experiments/{exp_id}/runs/{result.parent_run_id}"
+    links = {"pareto": f"{run_page}/artifacts/plots/pareto.png",
+             "chart": f"{run_page}/artifacts/plots/cost_quality.html"}
+    if children:
+        ids = [r.info.run_id for r in children]
+        links = {"compare": f"{base}/#/compare-runs?runs={as_json(ids)}&experiments={as_json([exp_id])}", **links}
+    return links
 
 
 def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:

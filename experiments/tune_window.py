@@ -12,7 +12,6 @@ Trailing key=value arguments override the config (e.g. sweep.num_samples=12 trai
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -55,14 +54,19 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke-test", action="store_true", help="2 tiny trials of the debug preset (CI)")
     parser.add_argument("--resume", action="store_true", help="restore the sweep named sweep.name and finish it")
     parser.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for a local Ray instance")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray's own per-operator progress and INFO lines (= experiment.verbose=true)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(args.config, (SMOKE_OVERRIDES if args.smoke_test else []) + list(args.overrides))
     except ConfigError as exc:
         print(f"tune_window: {exc}", file=sys.stderr)
         return 2
+    from arvid_ray import console
+
+    verbose = args.verbose or cfg.experiment.verbose
+    console.setup(verbose)  # before Ray starts: the job's workers get the same console settings
 
     import ray
 
@@ -71,9 +75,10 @@ def _main(argv: list[str] | None = None) -> int:
 
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
-            ray.init()
+            ray.init(runtime_env=console.runtime_env(verbose))
         else:  # more logical CPUs than cores so Tune, Train and Data never starve each other
-            ray.init(num_cpus=args.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True)
+            ray.init(num_cpus=args.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
+                     runtime_env=console.runtime_env(verbose))
     storage = cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
@@ -97,13 +102,34 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"  best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.3f} "
               f"{result.cost_key}={t.metrics.get(result.cost_key, float('nan')):.5f} {t.params}")
     print(f"  Pareto front (quality vs cost): {', '.join(result.pareto) or 'empty'}")
-    print(f"\nCompare cost against quality in the MLflow UI:\n  {ui_hint(result.tracking_uri)}"
-          f"\n  then open experiment '{cfg.experiment.name}', run '{result.name}' → its child runs; "
-          f"the Pareto plot is the parent run's artifact plots/pareto.png")
+    _print_links(cfg, result, ui_hint(result.tracking_uri))
     if result.interrupted:
         print(f"\nINTERRUPTED by {result.interrupted}: the parent run and unfinished trials are KILLED; finish with"
               f"\n  python experiments/tune_window.py --resume sweep.name={result.name} (same config and overrides)")
     return result.exit_code()
+
+
+def _print_links(cfg, result, hint: str) -> None:
+    """The sweep's last lines: how to open the MLflow UI, then one link per view (compare, Pareto, chart)."""
+    from arvid_ray.sweep import ui_links
+
+    try:
+        links = ui_links(result)
+    except Exception as exc:  # noqa: BLE001 - MLflow unreachable now: say where the runs are instead
+        links = {}
+        print(f"\n(could not list the sweep's runs in MLflow for direct links: {exc})")
+    print(f"\nCompare cost against quality in the MLflow UI:\n  {hint}")
+    if links and not str(result.tracking_uri).startswith(("http://", "https://")):
+        print("  (it serves http://127.0.0.1:5000, the address in these links)")
+    labels = {"compare": "all trial runs, side by side (Compare → Scatter Plot)",
+              "chart": "interactive cost-vs-quality chart (trial names, params, baseline)",
+              "pareto": "Pareto plot"}
+    for key, label in labels.items():
+        if key in links:
+            print(f"  {label}:\n    {links[key]}")
+    if not links:
+        print(f"  then open experiment '{cfg.experiment.name}', run '{result.name}' → its child runs; the Pareto "
+              f"plot is the parent run's artifact plots/pareto.png")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ OPTUNA_OK = {"sweep"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.
 LAYERS = [
-    {"config", "schemas", "storage"},
+    {"config", "schemas", "storage", "console"},
     {"video"},
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},

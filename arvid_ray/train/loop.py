@@ -206,9 +206,21 @@ def _validate(model, objective, val_batches, cfg, device, autocast) -> float:
             n += 1
     model.train()
     if n == 0:
-        log.warning("validation data is empty; eval/val_ce is NaN (check data.val_split)")
+        if not _NO_VAL_WARNED:
+            _NO_VAL_WARNED.append(True)
+            log.warning("no validation data (split '%s' of the dataset is empty): eval/val_ce is not logged; "
+                        "ingest with ingest.val_fraction > 0 or name a 'val' split in the manifest", cfg.data.val_split)
         return float("nan")
     return total / n
+
+
+_NO_VAL_WARNED: list[bool] = []  # said once per process, not at every evaluation
+
+
+def _put_val(metrics: dict[str, float], value: float) -> None:
+    """eval/val_ce only when there was validation data (a NaN would read as a broken run)."""
+    if math.isfinite(value):
+        metrics["eval/val_ce"] = value
 
 
 def _cadence(step: int, cfg: ExperimentConfig) -> tuple[bool, bool, bool]:
@@ -411,7 +423,7 @@ def train_loop(
         metrics["train/eta_s"] = (cfg.train.steps - step) * metrics["train/step_time_s"]
         window = []
         if do_eval and val_batches is not None:
-            metrics["eval/val_ce"] = run.validate(val_batches)
+            _put_val(metrics, run.validate(val_batches))
         if step == cfg.train.steps and final_hook is not None:
             plain = run.plain_model()  # every rank: gathering shards is a collective
             if rank == 0:
@@ -429,7 +441,7 @@ def train_loop(
     if not steps and reporter is not None:  # resumed a finished run: one report so Ray gets a result
         metrics = {"step": float(run.start)}
         if val_batches is not None:
-            metrics["eval/val_ce"] = run.validate(val_batches)
+            _put_val(metrics, run.validate(val_batches))
         reporter.report(run.start, metrics, None)
     if rank == 0:
         log.info("cost: %s", run.meter.summary())

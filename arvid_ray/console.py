@@ -1,0 +1,111 @@
+"""The console: what a researcher sees while a job runs — the tool's own lines, not the frameworks'.
+
+Design trade-off: Ray and its libraries log from many processes (Ray Data's executor and progress
+manager, Ray Train's controller and workers, MLflow's system-metrics thread, matplotlib's font cache),
+and when stdout is not a terminal Ray Data turns its progress bars into INFO lines every 10 s. That is
+the right detail when something is wrong and noise otherwise. Instead of filtering text afterwards, this
+module turns those knobs at their source: Python logger levels of the framework modules that talk, and
+Ray Data's progress-bar switch — in the driver (``setup``) and, through the Ray job's
+``worker_process_setup_hook``, in every worker process of the job on every node (``worker_setup``).
+Quiet is the default; ``--verbose`` (or ``experiment.verbose``) leaves every framework line on. Nothing
+is hidden at WARNING or above; a quiet run records less in Ray's own session log files (the INFO lines
+named below are not emitted at all), which is why ``--verbose`` exists.
+
+What stays: arvid_ray's own INFO lines (one progress bar or line per stage), every warning and error,
+and Tune's trial table. Ray's C++ core writes two known-harmless lines straight to stderr, where no
+Python setting reaches; ``HARMLESS_RAY_LINES`` explains them and the driver prints the explanation once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+import warnings
+from typing import Any
+
+__all__ = ["setup", "worker_setup", "runtime_env", "VERBOSE_ENV", "QUIET_LOGGERS", "HARMLESS_RAY_LINES"]
+
+VERBOSE_ENV = "ARVID_VERBOSE"  # "1": every framework line; carried to Ray workers in the job's env_vars
+HOOK = "arvid_ray.console.worker_setup"
+
+# logger → level in quiet mode: each entry is a module whose INFO lines repeat per operator, per report or
+# per run and say nothing the tool's own lines do not (Ray Data progress, Train's worker-group start-up,
+# MLflow's system-metrics monitor and "View run" links, matplotlib's font cache)
+QUIET_LOGGERS = {
+    "ray.data._internal.progress": logging.ERROR,  # progress lines + "progress bars disabled/logged" notices
+    "ray.data._internal.execution.streaming_executor": logging.WARNING,  # "Starting execution", plans, "finished"
+    "ray.data.dataset": logging.WARNING,  # "Data sink Parquet finished"
+    "ray.train.v2._internal": logging.WARNING,  # "Requesting resources", "Started training worker group"
+    "ray.train.v2.torch": logging.WARNING,  # "Moving model to device"
+    "ray.train.torch": logging.WARNING,  # "Setting up process group"
+    "ray.train._internal": logging.WARNING,
+    "ray.tune.search.optuna": logging.WARNING,
+    "optuna": logging.WARNING,  # "A new study created in memory"
+    "mlflow": logging.WARNING,
+    "matplotlib": logging.WARNING,  # "generated new fontManager"
+}
+# Ray Train's context module logs under its file path ("Reporting training result N: ..." per report)
+_PATH_LOGGERS = ("train/v2/_internal/execution/context.py", "train/v2/_internal/execution/storage.py",
+                 "train/_internal/storage.py")
+# deprecation warnings raised inside Ray's own code (not ours, nothing a user can change)
+_RAY_INTERNAL_WARNINGS = (r".*ExecutionOptions\.exclude_resources.*",)
+
+HARMLESS_RAY_LINES = (
+    "Ray's core may print 'core_worker.cc … has constructor arguments in the object store and "
+    "max_restarts > 0' (a warning that such an actor could not be restarted after a node failure; Ray "
+    "Data's decode/tokenize pools and Ray Train's PreemptionWatcher keep their arguments referenced while "
+    "they run) and, after training, 'gcs_server … Failed to kill actor … Socket closed' (the actor's "
+    "worker had already exited): neither is an error of this run."
+)
+
+
+def verbose_from_env() -> bool:
+    return os.environ.get(VERBOSE_ENV, "0") == "1"
+
+
+def setup(verbose: bool = False, *, level: int = logging.INFO) -> None:
+    """Configure the driver's console: our INFO lines with a short format, frameworks quiet unless
+    ``verbose``. Call before Ray starts (Ray Data reads its progress switch when first imported)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    _apply(verbose)
+    if not verbose:
+        logging.getLogger(__name__).info("quiet console (pass --verbose for Ray's own progress and INFO lines). %s",
+                                         HARMLESS_RAY_LINES)
+
+
+def runtime_env(verbose: bool = False, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Ray job runtime env that applies the same console settings in every worker process."""
+    env = dict(base or {})
+    env_vars = {**env.get("env_vars", {}), VERBOSE_ENV: "1" if verbose else "0"}
+    if not verbose:
+        env_vars["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"  # read when ray.data is imported in each worker
+    env["env_vars"] = env_vars
+    env.setdefault("worker_process_setup_hook", HOOK)
+    return env
+
+
+def worker_setup() -> None:
+    """Ray ``worker_process_setup_hook``: the console settings in a worker process (runs at its start)."""
+    _apply(verbose_from_env())
+
+
+def _apply(verbose: bool) -> None:
+    if verbose:
+        return
+    os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+    context = sys.modules.get("ray.data.context")
+    if context is not None:  # already imported: its default was read before the variable was set
+        context.DataContext.get_current().enable_progress_bars = False
+    for name, lvl in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(lvl)
+    spec = importlib.util.find_spec("ray")  # a top-level spec: locates Ray without importing it
+    if spec is not None and spec.origin:
+        root = os.path.dirname(spec.origin)
+        for rel in _PATH_LOGGERS:
+            logging.getLogger(os.path.join(root, rel)).setLevel(logging.WARNING)
+    for pattern in _RAY_INTERNAL_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
