@@ -1,0 +1,239 @@
+"""What a researcher sees: the console, the validation split, params/tags, and the one-click MLflow views.
+
+The browser tests drive real Debian Chromium (headless, DevTools protocol) against a real `mlflow server`
+on 127.0.0.1; the sweep here is written straight into MLflow (no training) so the test stays cheap —
+test_sweep.py opens the links a real smoke sweep printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import browser
+import pytest
+
+from arvid_ray.config import ExperimentConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------------- chart
+def _rows():
+    return [
+        {"id": "base0001", "name": "sw-base0001", "role": "baseline", "status": "TERMINATED", "quality": 20.0,
+         "cost": 0.010, "pareto": False, "params": {"objective.kind": "full"}},
+        {"id": "loc00002", "name": "sw-loc00002", "role": "search", "status": "TERMINATED", "quality": 18.0,
+         "cost": 0.004, "pareto": True, "params": {"objective.kind": "local", "objective.window_frames": 2}},
+        {"id": "bad00003", "name": "sw-bad00003", "role": "search", "status": "ERROR", "quality": math.nan,
+         "cost": math.nan, "pareto": False, "params": {"objective.window_frames": 9}, "note": "window > clip"},
+    ]
+
+
+def test_cost_quality_html_is_self_contained_and_names_every_trial(tmp_path):
+    from arvid_ray.report import cost_quality_html
+
+    path = cost_quality_html(_rows(), tmp_path / "c.html", quality_key="eval/fd_synthc3d",
+                             cost_key="cost/gpu_hours", n=8)
+    text = path.read_text()
+    assert "<script src" not in text and "<link" not in text and "http" not in text  # no CDN, no network
+    for row in _rows():
+        assert row["name"] in text  # plotted or listed
+    assert text.count('class="trial') == 2  # the failed trial has no point, only a table row with its error
+    assert "window &gt; clip" in text and "objective.window_frames=2" in text and "(N=8)" in text
+    assert text.count("<path d=") == 1  # the baseline's star
+
+
+def test_sweep_report_writes_the_chart_beside_the_pareto_plot(tmp_path):
+    from arvid_ray.report import sweep_report
+    from arvid_ray.sweep import SweepResult, TrialSummary
+
+    result = SweepResult("sw", "q", "c", trials=[
+        TrialSummary("t1", "baseline", "TERMINATED", {"objective.kind": "full"}, {"q": 2.0, "c": 1.0}),
+        TrialSummary("t2", "search", "TERMINATED", {"objective.kind": "local"}, {"q": 1.0, "c": 0.5})],
+        pareto=["t2"])
+    files = {p.relative_to(tmp_path).as_posix() for p in sweep_report(result, tmp_path)}
+    assert {"plots/pareto.png", "plots/cost_quality.html", "report.md"} <= files
+    assert "sw-t1" in (tmp_path / "plots" / "cost_quality.html").read_text()
+
+
+# ------------------------------------------------------------------------------------ params/tags
+def test_params_are_hyper_parameters_tags_are_bookkeeping_and_no_credentials():
+    from arvid_ray.tracking import config_params, mask_uri
+
+    cfg = load_config(None, ["tracking.uri=https://alice:s3cr3t@mlflow.example.com", "cost.accelerator=H100",
+                             "experiment.workdir=/data/w"])
+    params, tags = config_params(cfg)
+    assert params["cost.price_per_hour"] == "4.5" and params["cost.peak_tflops"] == "989.0"
+    assert not any(k.startswith(("tracking.", "storage.")) or k == "experiment.workdir" for k in params)
+    assert tags["tracking.uri"] == "https://***@mlflow.example.com" and tags["experiment.workdir"] == "/data/w"
+    assert "s3cr3t" not in json.dumps([params, tags])
+    assert mask_uri("s3://key:secret@bucket/x and http://h:1/y") == "s3://***@bucket/x and http://h:1/y"
+    assert config_params(ExperimentConfig())[0]["cost.accelerator"] == "auto (cpu)"
+
+
+# ------------------------------------------------------------------------------------------ console
+def test_quiet_console_settings_and_worker_runtime_env(monkeypatch):
+    from arvid_ray import console
+
+    monkeypatch.setenv("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
+    levels = {name: logging.getLogger(name).level for name in console.QUIET_LOGGERS}
+    try:
+        console._apply(False)
+        assert os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] == "1"
+        assert logging.getLogger("ray.data._internal.progress.logging_progress").getEffectiveLevel() >= logging.ERROR
+        assert logging.getLogger("arvid_ray").level == logging.NOTSET
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    env = console.runtime_env(False, {"env_vars": {"A": "1"}, "working_dir": "."})
+    assert env["worker_process_setup_hook"] == console.HOOK and env["working_dir"] == "."
+    assert env["env_vars"] == {"A": "1", console.VERBOSE_ENV: "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    assert "RAY_DATA_DISABLE_PROGRESS_BARS" not in console.runtime_env(True)["env_vars"]
+
+
+_DRIVER = """
+import sys, time, ray
+from arvid_ray import console
+verbose = sys.argv[1] == "1"
+console.setup(verbose)
+ray.init(runtime_env=console.runtime_env(verbose, {"env_vars": {"PYTHONPATH": %r}}))
+import ray.data
+def slow(b):
+    time.sleep(0.3)
+    return b
+ray.data.range(64, override_num_blocks=8).map_batches(slow).materialize()   # consumed by this driver
+@ray.remote
+def in_worker():  # consumed inside a worker (as a Tune trial or Train worker does)
+    import ray.data
+    return ray.data.range(64, override_num_blocks=8).map_batches(slow).count()
+print("count", ray.get(in_worker.remote()))
+"""
+
+
+@pytest.mark.ray
+def test_ray_data_progress_is_off_by_default_and_back_with_verbose(ray_session, tmp_path):
+    """stdout to a file (not a TTY): no Ray Data progress lines unless verbose, in the driver and in workers."""
+    script = tmp_path / "driver.py"
+    script.write_text(_DRIVER % str(ROOT))
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+           "RAY_DATA_NON_TTY_PROGRESS_LOG_INTERVAL": "1"}
+    env.pop("RAY_DATA_DISABLE_PROGRESS_BARS", None)
+    logs = {}
+    for verbose in ("0", "1"):
+        out = tmp_path / f"log-{verbose}.txt"
+        with open(out, "w") as fh:
+            done = subprocess.run([sys.executable, str(script), verbose], stdout=fh, stderr=subprocess.STDOUT,
+                                  env=env, timeout=300)
+        logs[verbose] = out.read_text()
+        assert done.returncode == 0, logs[verbose][-3000:]
+        assert "count 64" in logs[verbose]
+    progress = ("logging_progress", "Running Dataset", "Starting execution of Dataset", "row/s")
+    assert not [ln for ln in logs["0"].splitlines() if any(p in ln for p in progress)], logs["0"][-3000:]
+    assert "quiet console" in logs["0"] and "max_restarts > 0" in logs["0"]  # the harmless lines, explained once
+    assert sum(any(p in ln for p in progress) for ln in logs["1"].splitlines()) >= 2, logs["1"][-3000:]
+
+
+# ------------------------------------------------------------------------------ validation split
+def test_small_n_metrics_are_warned_with_their_n(caplog):
+    from arvid_ray.evaluate import _warn_small_n
+
+    metrics = {"eval/fd_synthc3d": 3.0, "eval/num_videos": 32.0, "eval/fd_floor": 1.0, "eval/fd_floor_n": 2.0,
+               "eval/drift_2x": 5.0, "eval/drift_n": 4.0, "eval/drift_floor": 1.0, "eval/drift_floor_n": 4.0}
+    with caplog.at_level(logging.WARNING, logger="arvid_ray.evaluate"):
+        small = _warn_small_n(metrics, "eval/fd_synthc3d")
+    assert small == ["eval/fd_floor N=2", "eval/drift_floor N=4", "eval/drift_2x N=4"]
+    assert "eval/fd_floor N=2" in caplog.text and "eval/fd_synthc3d" not in caplog.text
+
+
+def test_every_folder_of_two_or_more_gets_a_val_video(tmp_path):
+    from arvid_ray.ingest import list_inputs
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            (tmp_path / cls / f"v{i}.mp4").write_bytes(b"")
+    inputs, _ = list_inputs(str(tmp_path), ExperimentConfig())
+    assert sorted(i.split for i in inputs) == ["train", "train", "train", "val"]
+    assert [i.split for i in list_inputs(str(tmp_path), ExperimentConfig())[0]] == [i.split for i in inputs]
+    none = ExperimentConfig.from_flat({"ingest.val_fraction": 0.0})
+    assert {i.split for i in list_inputs(str(tmp_path), none)[0]} == {"train"}
+
+
+@pytest.mark.ray
+def test_folder_ingest_writes_a_val_split_and_training_logs_a_finite_val_ce(ray_session, tmp_path, capsys):
+    import pyarrow.parquet as pq
+    from video_fixtures import make_video, need_ffmpeg
+
+    from arvid_ray.cli import main
+    from arvid_ray.ingest import ingest
+    from arvid_ray.tracking import read_metrics_jsonl
+
+    need_ffmpeg()
+    src = tmp_path / "footage"
+    for cls, case in (("juggling", "h264_mp4"), ("surfing", "mpeg4_avi")):
+        for i in range(2):
+            make_video(src / cls / f"{cls}{i}.{case.split('_')[1]}", case, seconds=1.2)
+    summary = ingest(src, tmp_path / "ingested", ExperimentConfig.from_flat({"data.decode_cpus": 0.5}))
+    splits = pq.read_table(tmp_path / "ingested" / "videos.parquet", columns=["split"]).column("split").to_pylist()
+    assert "val" in splits and "train" in splits
+    assert summary.splits == {"train": splits.count("train"), "val": splits.count("val")}
+    assert "val by hash, ingest.val_fraction=0.05" in summary.format()
+    assert main(["train", "train.num_workers=0", f"experiment.workdir={tmp_path / 'work'}",
+                 f"data.source={tmp_path / 'ingested'}", "data.num_frames=9", "data.resolution=32",
+                 "tokenizer.name=fsq", "data.batch_size=2", "train.global_batch_size=2", "train.steps=2",
+                 "train.val_batches=1", "tracking.enabled=false", "train.run_name=folder"]) == 0
+    metrics = read_metrics_jsonl(tmp_path / "work" / "runs" / "folder")
+    assert math.isfinite(metrics[-1]["eval/val_ce"]), metrics
+
+
+# ------------------------------------------------------------------------------- MLflow in Chromium
+def _fake_sweep(uri: str, workdir: Path):
+    """A finished 3-trial sweep written straight into MLflow through the sweep's own run helpers."""
+    from arvid_ray import sweep as sw
+
+    cfg = load_config(None, [f"experiment.workdir={workdir}", "experiment.name=ui-e2e", f"tracking.uri={uri}",
+                             "sweep.name=uisweep"])
+    parent = sw._parent_run(cfg, uri, restore=False)
+    client = sw._client(uri)
+    trials = []
+    for tid, role, q, c, params in (("aaaa0001", "baseline", 30.0, 0.010, {"objective.kind": "full"}),
+                                    ("bbbb0002", "search", 24.0, 0.004, {"objective.kind": "local"}),
+                                    ("cccc0003", "search", 27.0, 0.006, {"objective.kind": "fewer_frames"})):
+        run = sw._child_run(uri, cfg.experiment.name, parent, cfg.sweep.name, tid, role)
+        client.log_metric(run, "eval/fd_synthc3d", q)
+        client.log_metric(run, "cost/gpu_hours", c)
+        client.set_terminated(run)
+        trials.append(sw.TrialSummary(tid, role, "TERMINATED", params, {"eval/fd_synthc3d": q, "cost/gpu_hours": c}))
+    result = sw.SweepResult("uisweep", "eval/fd_synthc3d", "cost/gpu_hours", trials=trials, pareto=["bbbb0002"],
+                            parent_run_id=parent, tracking_uri=uri)
+    sw._log_report(cfg, result)
+    return result
+
+
+@pytest.mark.skipif(not browser.available(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_printed_links_open_the_compare_view_and_the_chart_in_chromium(mlflow_server, tmp_path):
+    from arvid_ray.sweep import ui_links
+
+    result = _fake_sweep(mlflow_server, tmp_path)
+    links = ui_links(result)
+    assert set(links) == {"compare", "pareto", "chart"} and all(u.startswith(mlflow_server + "/#/") for u in links.values())
+    names = [f"uisweep-{t.trial_id}" for t in result.trials]
+    texts = browser.evaluate_in_frames(links["compare"], browser.PAGE_TEXT_JS,
+                                       lambda v: any(all(n in t for n in names) for t in v), timeout=120)
+    assert any("Comparing 3 Runs" in t and all(n in t for n in names) for t in texts), texts[-1:]
+
+    def shows_all(values):
+        return any(isinstance(v, list) and {x["trial"] for x in v if x["visible"]} == {t.trial_id for t in result.trials}
+                   for v in values)
+
+    charts = browser.evaluate_in_frames(links["chart"], browser.CHART_TRIALS_JS, shows_all, timeout=120)
+    assert shows_all(charts), charts  # the interactive chart, inside MLflow's artifact viewer, plots every trial
+    texts = browser.evaluate_in_frames(links["pareto"], browser.PAGE_TEXT_JS,
+                                       lambda v: any("pareto.png" in t for t in v), timeout=120)
+    assert any("pareto.png" in t for t in texts)
