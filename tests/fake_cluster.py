@@ -25,6 +25,7 @@ import yaml
 
 HEAD_CPUS = 4  # logical CPUs: sweep driver + trial drivers + Ray Data decode (RAY_NOTES.md: never starve Data)
 WORKER_CPUS = 2
+HEAD_NODE_ID = "f" * 51 + "00000"  # the fake provider's id for the head (workers count up from 00001)
 
 
 def _free_port() -> int:
@@ -94,7 +95,9 @@ class FakeCluster:
         ray_exe = str(Path(sys.executable).parent / "ray")
         env = {**os.environ, **self.driver_env(), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                **self.env}
-        env.pop("RAY_ADDRESS", None)
+        # every process of the cluster inherits RAY_ADDRESS: with another Ray on the machine (the suite's
+        # shared instance) Ray's own helpers (e.g. Train's placement-group cleaner) would otherwise find
+        # several GCS processes and refuse to guess ("Found multiple active Ray instances")
         cmd = [ray_exe, "start", "--head", f"--temp-dir={self.temp_dir}", f"--port={self.gcs_port}",
                "--node-ip-address=127.0.0.1",
                f"--num-cpus={HEAD_CPUS}", "--num-gpus=0", f"--resources={json.dumps({'arvid_driver': 100})}",
@@ -132,10 +135,10 @@ class FakeCluster:
 
     # ------------------------------------------------------------------------------ inspection
     def worker_raylets(self) -> list[int]:
-        """Pids of raylets of fake worker nodes (the head's raylet is not among them)."""
-        head_node_ip_marker = "--node_ip_address=127.0.0.1 "
+        """Pids of raylets of fake worker nodes (the autoscaler starts them with a node id override)."""
         return [pid for pid in _pids_with(self.temp_dir)
-                if "raylet/raylet" in _cmdline(pid) and head_node_ip_marker not in _cmdline(pid) + " "]
+                if "raylet/raylet" in _cmdline(pid) and b"RAY_OVERRIDE_NODE_ID_FOR_TESTING=" in _environ(pid)
+                and HEAD_NODE_ID.encode() not in _environ(pid)]
 
 
 def _cmdline(pid: int) -> str:
@@ -143,6 +146,13 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
 
 
 def _alive(pid: int) -> bool:

@@ -195,23 +195,33 @@ def test_launcher_only_ssh_is_public(name):
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
-def test_launcher_installs_the_package_and_shares_storage(name):
+def test_launcher_runs_the_project_image_and_shares_storage(name):
+    """Every node runs the image cluster/Dockerfile builds (pinned, identical on head and workers); nothing
+    is pip-installed at boot; the storage root is set once for every node; trial drivers stay on the head."""
     cfg = _load(CLUSTER / name)
     scheme = "s3://" if cfg["provider"]["type"] == "aws" else "gs://"
+    tag = re.search(r"docker build -f cluster/Dockerfile -t (\S+) \.", (CLUSTER / "Dockerfile").read_text()).group(1)
+    assert cfg["docker"]["image"].endswith("/" + tag) and "head_image" not in cfg["docker"]
+    assert "worker_image" not in cfg["docker"]
+    everything = "\n".join(_commands(cfg, k) for k in ("initialization_commands", "setup_commands",
+                                                       "head_setup_commands", "worker_setup_commands",
+                                                       "head_start_ray_commands", "worker_start_ray_commands"))
+    assert "pip install" not in everything and "uv " not in everything, "install in the image, not at boot"
     setup = _commands(cfg, "setup_commands")
-    head_setup, worker_setup = _commands(cfg, "head_setup_commands"), _commands(cfg, "worker_setup_commands")
-    for cmds in (head_setup, worker_setup):
-        assert "torch==2.13.0" in cmds and "~/arvid-ray" in cmds and "ray[default,data,train,tune]==2.60.0" in cmds
-    assert "whl/cpu" in head_setup and "whl/cpu" not in worker_setup  # CUDA torch only on GPU workers
-    # the package installed is the repository the launcher copies: file_mounts' local side is the repo root
-    assert (ROOT / cfg["file_mounts"]["~/arvid-ray"] / "pyproject.toml").is_file()
     storage = re.search(r"ARVID_STORAGE=(\S+)", setup)
     assert storage and storage.group(1).startswith(scheme)
+    head = cfg["available_node_types"][cfg["head_node_type"]]
+    assert head["resources"].get("arvid_driver", 0) > 0  # preflight pins trial drivers to this resource
+    assert all("arvid_driver" not in t["resources"] for n, t in cfg["available_node_types"].items()
+               if n != cfg["head_node_type"])
     head_start = _commands(cfg, "head_start_ray_commands")
-    assert "--backend-store-uri sqlite:////" in head_start  # absolute path: Ray workers change directory
     assert "--artifacts-destination $ARVID_STORAGE/" in head_start
+    assert "--autoscaling-config=~/ray_bootstrap_config.yaml" in head_start  # preflight reads node types there
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert "export MLFLOW_TRACKING_URI=http://$" in _commands(cfg, key)
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    for pin in ("torch==2.13.0", "ray[default,data,train,tune]==2.60.0", "mlflow==3.17.2"):
+        assert pin in dockerfile, pin
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -228,14 +238,15 @@ def test_launcher_requires_the_ray_auth_token_everywhere(name):
 def test_both_clouds_run_the_same_software():
     aws, gcp = (_load(CLUSTER / n) for n in LAUNCHERS)
     strip = re.compile(r"(boto3|google-cloud-storage)")
-    for key in ("head_setup_commands", "worker_setup_commands", "head_start_ray_commands"):
+    for key in ("head_setup_commands", "worker_setup_commands", "head_start_ray_commands",
+                "worker_start_ray_commands"):
         assert strip.sub("", _commands(aws, key)) == strip.sub("", _commands(gcp, key)), key
+    assert aws["docker"] == gcp["docker"]
     pins = set(re.findall(r"ray\[[^\]]+\]==([\d.]+)", (CLUSTER / "Dockerfile").read_text()))
     for name in KUBERAY:
         manifest = _load(CLUSTER / "kuberay" / name)
         spec = manifest["spec"].get("rayClusterSpec", manifest["spec"])
         pins.add(spec["rayVersion"])
-    pins |= set(re.findall(r"ray\[[^\]]+\]==([\d.]+)", _commands(aws, "head_setup_commands")))
     assert len(pins) == 1, f"one Ray version everywhere, found {pins}"
 
 
@@ -359,13 +370,13 @@ def test_head_mlflow_server_binds_loopback_and_private_ip_with_s3_artifacts(s3_s
     (home / "mlflow").mkdir(parents=True)
     (home / ".arvid-ray.env").write_text(re.search(r"echo '(export ARVID_STORAGE=\S+)'",
                                                    _commands(cfg, "setup_commands")).group(1) + "\n")
-    (home / "venv" / "bin").mkdir(parents=True)
-    (home / "venv" / "bin" / "mlflow").symlink_to(Path(sys.executable).parent / "mlflow")
     # one gunicorn worker instead of two only saves CPU on the test machine
     cmd = (_mlflow_command(cfg).replace("$(hostname -I | awk '{print $1}')", "127.0.0.2")
            .replace("--workers 2", "--workers 1").replace(":5000", f":{port}").replace("--port 5000", f"--port {port}")
-           .replace("/home/ubuntu/", f"{home}/"))
-    env = {**os.environ, "HOME": str(home), "MLFLOW_S3_ENDPOINT_URL": s3_server}
+           .replace("/home/ray/", f"{home}/"))
+    # inside the image `mlflow` is on PATH; here it is the venv's
+    env = {**os.environ, "HOME": str(home), "MLFLOW_S3_ENDPOINT_URL": s3_server,
+           "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
     subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=30)
     # the command starts the server in its own session and records its id, as the head's stop command uses
     pgid = int((home / "mlflow" / "server.pid").read_text())

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from arvid_ray.config import ExperimentConfig
-from arvid_ray.launch import resolve_for_workers, run_name, storage_root
+from arvid_ray.launch import resolve_for_workers, run_name, train_storage
 from arvid_ray.tracking import read_metrics_jsonl
 from arvid_ray.train.worker import FAIL_MARKER
 
@@ -73,7 +73,7 @@ def test_run_name_is_stable_and_ignores_bookkeeping(tmp_path):
     assert run_name(cfg.replace(**{"train.run_name": "mine"})) == "mine"
     resolved = resolve_for_workers(cfg.replace(**{"tracking.uri": None}))
     assert resolved.tracking.uri == f"sqlite:///{tmp_path / 'work' / 'mlruns.db'}"
-    assert storage_root(cfg.replace(**{"train.storage_path": "s3://bucket/runs"})) == "s3://bucket/runs"
+    assert train_storage(cfg.replace(**{"train.storage_path": "s3://bucket/runs"})) == "s3://bucket/runs"
 
 
 @pytest.mark.ray

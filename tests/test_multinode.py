@@ -1,0 +1,142 @@
+"""End to end on a real multi-node autoscaling Ray cluster on this machine, as users run it.
+
+The cluster (tests/fake_cluster.py: Ray's fake_multinode autoscaler) starts with only a head node (CPUs,
+no GPU) and a ``gpu_worker`` type (``GPU: 1``, min 0, max 2) — GPU workers scale from zero. All data and
+storage live on a real S3-compatible server (moto) on 127.0.0.1, tracking on a real ``mlflow server``.
+The driver — ``experiments/tune_window.py --smoke-test``, the command cluster/README.md gives — runs
+with ``RAY_ADDRESS`` in a private mount namespace (``unshare --mount``) with tmpfs over its workdir and
+home cache: whatever it writes to its own disk is invisible to the cluster, exactly as on a real
+cluster, so a trial that needed a driver-local file would fail. While the first trial trains, the test
+kills the raylet of a worker node that hosts a Train worker (by pid); the trial must resume from its
+last checkpoint on another node and every trial must finish. The cluster has its own temp dir and
+ports and is stopped by its own pids; the suite's shared local Ray is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fake_cluster import FakeCluster
+
+ROOT = Path(__file__).resolve().parent.parent
+BUCKET = "arvid"
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                                                   reason="needs root and util-linux unshare")]
+
+
+def _driver_command(workdir: Path, s3: str, steps: int) -> list[str]:
+    """The README's cluster line, in a private mount namespace (tmpfs over workdir and ~/.cache)."""
+    home_cache = Path.home() / ".cache"
+    home_cache.mkdir(exist_ok=True)
+    sweep = [sys.executable, "experiments/tune_window.py", "--smoke-test",
+             f"storage.root=s3://{BUCKET}/rf", f"storage.s3_endpoint={s3}", f"experiment.workdir={workdir}",
+             # scheduling asks for a GPU per worker; the fake GPUs are labels, so train on CPU with gloo
+             "train.use_gpu=true", "train.device=cpu", "train.num_workers=1", "train.cpus_per_worker=1",
+             f"train.steps={steps}", "train.ckpt_every=10", "train.log_every=10", "train.report_every=10",
+             "train.resource_timeout_s=300", "data.decode_cpus=1"]
+    inner = (f"mount -t tmpfs tmpfs {home_cache} && mount -t tmpfs tmpfs {workdir} && cd {ROOT} && exec "
+             + " ".join(sweep))
+    return ["unshare", "--mount", "--propagation", "private", "bash", "-c", inner]
+
+
+def _train_worker_nodes(dashboard: str) -> set[str]:
+    from ray.util.state import list_actors
+
+    actors = list_actors(address=dashboard, filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
+    return {a.node_id for a in actors if "RayTrainWorker" in (a.class_name or "")}
+
+
+def _raylet_of(cluster: FakeCluster, node_id: str) -> int | None:
+    for pid in cluster.worker_raylets():
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RAY_OVERRIDE_NODE_ID_FOR_TESTING={node_id}".encode() in env:
+            return pid
+    return None
+
+
+def _checkpoints(s3) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="rf/runs/")
+    return sorted({k["Key"].split("/checkpoint_")[0] for p in pages for k in p.get("Contents", [])
+                   if "/checkpoint_" in k["Key"]})
+
+
+def _kill_a_training_node(cluster: FakeCluster, s3, stop: threading.Event, killed: list) -> None:
+    """Once a trial has a checkpoint in S3, kill the raylet of a node running one of its Train workers."""
+    while not stop.is_set():
+        if _checkpoints(s3):
+            for node in _train_worker_nodes(cluster.dashboard):
+                pid = _raylet_of(cluster, node)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append((node, pid, time.time()))
+                    return
+        stop.wait(0.5)
+
+
+@pytest.mark.timeout(1500)
+def test_sweep_on_autoscaling_cluster_with_private_driver_disk(s3_server, mlflow_server, tmp_path, artifacts_dir):
+    import boto3
+    from mlflow.tracking import MlflowClient
+
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    workdir = tmp_path / "driver-disk"
+    workdir.mkdir()
+    node_env = {"AWS_ENDPOINT_URL": s3_server, "OMP_NUM_THREADS": "1"}
+    with FakeCluster(max_workers=2, env=node_env) as cluster:
+        assert cluster.worker_raylets() == []  # scaled to zero: only the head
+        env = {**os.environ, **cluster.driver_env(), "MLFLOW_TRACKING_URI": mlflow_server,
+               "ARVID_AUTOSCALING_CONFIG": str(Path(cluster.temp_dir) / "autoscaler.yaml"),
+               "PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0"}
+        env.pop("ARVID_STORAGE", None)
+        log_path = artifacts_dir / "multinode-driver.log"  # kept for a look after a failure
+        stop, killed = threading.Event(), []
+        killer = threading.Thread(target=_kill_a_training_node, args=(cluster, s3, stop, killed), daemon=True)
+        killer.start()
+        with open(log_path, "w") as log:
+            proc = subprocess.run(_driver_command(workdir, s3_server, steps=120), env=env, cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT, timeout=1400)
+        stop.set()
+        killer.join(5)
+        out = log_path.read_text()
+        assert proc.returncode == 0, out[-6000:]
+        assert killed, "no worker node was killed mid-trial (no checkpoint seen while a Train worker ran)"
+        # nothing the cluster read came from the driver's disk: the private tmpfs is gone with the driver
+        assert not any(workdir.iterdir()), "the driver's workdir leaked onto the shared disk"
+        keys = {o["Key"] for p in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+                for o in p.get("Contents", [])}
+        assert any(k.startswith("rf/synthetic/") and k.endswith("tokens.parquet") for k in keys)
+        assert any(k.startswith("rf/sweeps/smoke/") for k in keys)
+        runs_with_ckpt = _checkpoints(s3)
+        assert runs_with_ckpt, "no Train checkpoint under the storage root"
+
+        client = MlflowClient(mlflow_server)
+        exp = client.get_experiment_by_name("arvid-synthetic")
+        runs = client.search_runs([exp.experiment_id])
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+        trial_runs = [r for r in children if r.data.tags.get("arvid.role") != "evaluation"]
+        assert len(trial_runs) >= 2 and all(r.info.status == "FINISHED" for r in trial_runs), \
+            [(r.info.run_name, r.info.status) for r in trial_runs]
+        assert all("eval/fd_synthc3d" in r.data.metrics for r in trial_runs)
+        # the killed trial resumed from its checkpoint (tagged by rank 0 of the new attempt)
+        assert any(r.data.tags.get("arvid.resumed_from", "").find("checkpoint_") >= 0 for r in trial_runs), \
+            out[-4000:]
+        # trial workers ran on autoscaled GPU worker nodes, and the cluster scaled back down afterwards
+        assert "gpu_worker" in (Path(cluster.temp_dir) / "session_latest" / "logs" / "monitor.log").read_text()
+        deadline = time.time() + 120
+        while cluster.worker_raylets() and time.time() < deadline:
+            time.sleep(2)
+        assert cluster.worker_raylets() == [], "idle GPU worker nodes were not scaled down"
