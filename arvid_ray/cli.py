@@ -222,7 +222,8 @@ def _training_run_id(checkpoint: Path) -> str | None:
 # ---------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arvid-ray", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and Ray's own per-operator progress and INFO lines (= experiment.verbose)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, _) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"arvid-ray {args.command}: {exc}", file=sys.stderr)
         return 2
+    from arvid_ray import console
+
+    console.setup(args.verbose or cfg.experiment.verbose)  # before any ray.init: quiet framework lines
     _, _, handler = _COMMANDS[args.command]
     from arvid_ray.train.checkpoint import CheckpointError
 

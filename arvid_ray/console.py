@@ -6,7 +6,8 @@ and when stdout is not a terminal Ray Data turns its progress bars into INFO lin
 the right detail when something is wrong and noise otherwise. Instead of filtering text afterwards, this
 module turns those knobs at their source: Python logger levels of the framework modules that talk, and
 Ray Data's progress-bar switch — in the driver (``setup``) and, through the Ray job's
-``worker_process_setup_hook``, in every worker process of the job on every node (``worker_setup``).
+``worker_process_setup_hook``, in every worker process of the job on every node (``worker_setup``; ``setup``
+installs it into every later ``ray.init`` of the process through Ray's RAY_RUNTIME_ENV_HOOK).
 Quiet is the default; ``--verbose`` (or ``experiment.verbose``) leaves every framework line on. Nothing
 is hidden at WARNING or above; a quiet run records less in Ray's own session log files (the INFO lines
 named below are not emitted at all), which is why ``--verbose`` exists.
@@ -25,7 +26,7 @@ import sys
 import warnings
 from typing import Any
 
-__all__ = ["setup", "worker_setup", "runtime_env", "VERBOSE_ENV", "QUIET_LOGGERS", "HARMLESS_RAY_LINES"]
+__all__ = ["setup", "worker_setup", "runtime_env", "job_runtime_env", "VERBOSE_ENV", "QUIET_LOGGERS", "HARMLESS_RAY_LINES"]
 
 VERBOSE_ENV = "ARVID_VERBOSE"  # "1": every framework line; carried to Ray workers in the job's env_vars
 HOOK = "arvid_ray.console.worker_setup"
@@ -71,6 +72,8 @@ def setup(verbose: bool = False, *, level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     os.environ[VERBOSE_ENV] = "1" if verbose else "0"
+    # every later ray.init in this process (launch, evaluate, sweep, a submitted job) adds the hook below
+    os.environ.setdefault("RAY_RUNTIME_ENV_HOOK", f"{__name__}.job_runtime_env")
     _apply(verbose)
     if not verbose:
         logging.getLogger(__name__).info("quiet console (pass --verbose for Ray's own progress and INFO lines). %s",
@@ -86,6 +89,11 @@ def runtime_env(verbose: bool = False, base: dict[str, Any] | None = None) -> di
     env["env_vars"] = env_vars
     env.setdefault("worker_process_setup_hook", HOOK)
     return env
+
+
+def job_runtime_env(base: dict[str, Any] | None) -> dict[str, Any]:
+    """Ray's RAY_RUNTIME_ENV_HOOK (set by ``setup``): ray.init's runtime env plus the console settings."""
+    return runtime_env(verbose_from_env(), base)
 
 
 def worker_setup() -> None:
