@@ -26,32 +26,43 @@ import sys
 import warnings
 from typing import Any
 
-__all__ = ["setup", "worker_setup", "runtime_env", "job_runtime_env", "VERBOSE_ENV", "QUIET_LOGGERS", "HARMLESS_RAY_LINES"]
+__all__ = ["setup", "worker_setup", "runtime_env", "job_runtime_env", "VERBOSE_ENV", "QUIET_LOGGERS",
+           "QUIET_TRAIN_LOGGERS", "HARMLESS_RAY_LINES"]
 
 VERBOSE_ENV = "ARVID_VERBOSE"  # "1": every framework line; carried to Ray workers in the job's env_vars
 HOOK = "arvid_ray.console.worker_setup"
 
 # logger → level in quiet mode: each entry is a module whose INFO lines repeat per operator, per report or
-# per run and say nothing the tool's own lines do not (Ray Data progress, Train's worker-group start-up,
-# MLflow's system-metrics monitor and "View run" links, matplotlib's font cache)
+# per run and say nothing the tool's own lines do not (Ray Data progress, MLflow's system-metrics monitor
+# and "View run" links, matplotlib's font cache)
 QUIET_LOGGERS = {
     "ray.data._internal.progress": logging.ERROR,  # progress lines + "progress bars disabled/logged" notices
     "ray.data._internal.execution.streaming_executor": logging.WARNING,  # "Starting execution", plans, "finished"
     "ray.data.dataset": logging.WARNING,  # "Data sink Parquet finished"
-    "ray.train.v2._internal": logging.WARNING,  # "Requesting resources", "Started training worker group"
-    "ray.train.v2.torch": logging.WARNING,  # "Moving model to device"
-    "ray.train.torch": logging.WARNING,  # "Setting up process group"
-    "ray.train._internal": logging.WARNING,
-    "ray.tune.search.optuna": logging.WARNING,
-    "optuna": logging.WARNING,  # "A new study created in memory"
     "mlflow": logging.WARNING,
     "matplotlib": logging.WARNING,  # "generated new fontManager"
 }
-# Ray Train's context module logs under its file path ("Reporting training result N: ..." per report)
-_PATH_LOGGERS = ("train/v2/_internal/execution/context.py", "train/v2/_internal/execution/storage.py",
-                 "train/_internal/storage.py")
+# Ray Train's modules get a filter instead of a level: Train's logging set-up (dictConfig of "ray.train")
+# resets the levels of every "ray.train.*" logger, but keeps their filters. Names are the emitting modules;
+# context.py logs under its file path ("Reporting training result N: ..." once per report).
+QUIET_TRAIN_LOGGERS = (
+    "ray.train.v2._internal.execution.scaling_policy.scaling_policy",  # "Requesting resources"
+    "ray.train.v2._internal.execution.worker_group.worker_group",  # "Started training worker group", ranks
+    "ray.train.torch.config",  # "Setting up process group"
+    "ray.train.v2.torch.train_loop_utils",  # "Moving model to device"
+    "ray.train.v2._internal.execution.storage", "ray.train._internal.storage",  # "Checkpoint successfully created"
+)
+_TRAIN_PATH_LOGGERS = ("train/v2/_internal/execution/context.py",)
 # deprecation warnings raised inside Ray's own code (not ours, nothing a user can change)
 _RAY_INTERNAL_WARNINGS = (r".*ExecutionOptions\.exclude_resources.*",)
+
+
+class _BelowWarning(logging.Filter):
+    """Drops a logger's own INFO/DEBUG records; warnings and errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
 
 HARMLESS_RAY_LINES = (
     "Ray's core may print 'core_worker.cc … has constructor arguments in the object store and "
@@ -75,6 +86,10 @@ def setup(verbose: bool = False, *, level: int = logging.INFO) -> None:
     # every later ray.init in this process (launch, evaluate, sweep, a submitted job) adds the hook below
     os.environ.setdefault("RAY_RUNTIME_ENV_HOOK", f"{__name__}.job_runtime_env")
     _apply(verbose)
+    if not verbose and importlib.util.find_spec("optuna") is not None:
+        import optuna  # its library logger resets its level on first use; set_verbosity is the way
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
     if not verbose:
         logging.getLogger(__name__).info("quiet console (pass --verbose for Ray's own progress and INFO lines). %s",
                                          HARMLESS_RAY_LINES)
@@ -105,15 +120,19 @@ def _apply(verbose: bool) -> None:
     if verbose:
         return
     os.environ["RAY_DATA_DISABLE_PROGRESS_BARS"] = "1"
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # mlflow re-configures its loggers on import
     context = sys.modules.get("ray.data.context")
     if context is not None:  # already imported: its default was read before the variable was set
         context.DataContext.get_current().enable_progress_bars = False
     for name, lvl in QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(lvl)
+    names = list(QUIET_TRAIN_LOGGERS)
     spec = importlib.util.find_spec("ray")  # a top-level spec: locates Ray without importing it
     if spec is not None and spec.origin:
-        root = os.path.dirname(spec.origin)
-        for rel in _PATH_LOGGERS:
-            logging.getLogger(os.path.join(root, rel)).setLevel(logging.WARNING)
+        names += [os.path.join(os.path.dirname(spec.origin), rel) for rel in _TRAIN_PATH_LOGGERS]
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _BelowWarning) for f in logger.filters):
+            logger.addFilter(_BelowWarning())
     for pattern in _RAY_INTERNAL_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)

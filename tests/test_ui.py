@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.config
 import math
 import os
 import subprocess
@@ -91,6 +92,31 @@ def test_quiet_console_settings_and_worker_runtime_env(monkeypatch):
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
+    # Ray Train's own dictConfig of "ray.train" resets its children's levels: the quiet filters survive it
+    class Keep(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record.getMessage())
+
+    keep = Keep()
+    train = logging.getLogger("ray.train")
+    saved = (train.level, train.handlers[:], train.propagate)
+    try:
+        console._apply(False)
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "loggers": {"ray.train": {"level": "DEBUG", "propagate": False}}})
+        train.addHandler(keep)
+        worker_group = logging.getLogger("ray.train.v2._internal.execution.worker_group.worker_group")
+        worker_group.info("Started training worker group of size 1")
+        worker_group.warning("a real warning")
+        logging.getLogger("ray.train.v2.somewhere_else").info("other Train INFO lines pass")
+    finally:
+        train.setLevel(saved[0])
+        train.handlers, train.propagate = saved[1], saved[2]
+    assert keep.records == ["a real warning", "other Train INFO lines pass"]
     env = console.runtime_env(False, {"env_vars": {"A": "1"}, "working_dir": "."})
     assert env["worker_process_setup_hook"] == console.HOOK and env["working_dir"] == "."
     assert env["env_vars"] == {"A": "1", console.VERBOSE_ENV: "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
