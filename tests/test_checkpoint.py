@@ -49,6 +49,8 @@ def test_round_trip_restores_model_optimizer_scheduler_step_and_rng(tmp_path):
         optimizer=opt,
         scheduler=sched,
         generator=gen,
+        cost={"device_s": 36.0, "usd": 0.01, "tokens": 480.0, "flops": 1e9, "wall_s": 36.0},
+        data={"epoch": 1, "offset": 3, "world": 2},
     )
     expect = (torch.rand(3), np.random.rand(3), random.random(), torch.rand(3, generator=gen))
 
@@ -58,6 +60,7 @@ def test_round_trip_restores_model_optimizer_scheduler_step_and_rng(tmp_path):
     gen2 = torch.Generator()
     state = load_checkpoint(path, CFG, model=model2, optimizer=opt2, scheduler=sched2, generator=gen2)
     assert (state.step, state.data_position, path.name) == (7, 14, "step_0000007")
+    assert state.cost["tokens"] == 480.0 and state.data == {"epoch": 1, "offset": 3, "world": 2}
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
     assert opt2.state_dict()["state"][0]["exp_avg"].equal(opt.state_dict()["state"][0]["exp_avg"])

@@ -81,3 +81,21 @@ def test_accelerator_detection_and_memory():
     if not torch.cuda.is_available():
         assert detect_accelerator() == "cpu"
     assert peak_memory_gb("cpu") > 0
+
+
+def test_run_totals_continue_after_a_restart_at_another_world_size():
+    cfg = ExperimentConfig().replace(**{"cost.accelerator": "cpu", "cost.price_per_hour": {"cpu": 3.6}})
+    first = CostMeter(cfg, world_size=2, flops_fn=linear_flops)
+    first.add_step(0.01, {"tokens_grad": 16.0, "tokens_nograd": 0.0}, batch_size=2, clip_tokens=16)
+    saved = first.state()  # what a checkpoint stores
+    assert saved["tokens"] == 32 and saved["flops"] == 2 * step_flops(linear_flops, 2, 16, 0)
+    second = CostMeter(cfg, world_size=1, flops_fn=linear_flops)  # the restarted attempt
+    second.restore(saved)
+    second.add_step(0.01, {"tokens_grad": 16.0, "tokens_nograd": 0.0}, batch_size=2, clip_tokens=16)
+    m = second.metrics()
+    assert m["cost/tokens"] == 32 + 16
+    assert m["cost/train_flops"] == saved["flops"] + step_flops(linear_flops, 2, 16, 0)
+    assert m["cost/gpu_hours"] > saved["device_s"] / 3600  # never reset to zero
+    assert m["cost/usd"] == pytest.approx(saved["usd"] + (m["cost/gpu_hours"] - saved["device_s"] / 3600) * 3.6)
+    assert m["cost/wall_time_s"] > saved["wall_s"]
+

@@ -164,3 +164,52 @@ def test_lr_schedule_and_no_decay_on_norms_and_biases():
 def test_exhausted_iterator_is_a_clear_error():
     with pytest.raises(ValueError, match="ran out at step"):
         train_loop(BASE.replace(**{"train.steps": 5}), pattern_batches(0, n_batches=3))
+
+
+def test_resume_seeks_the_data_instead_of_re_reading_it_and_continues_the_cost_meter(tmp_path):
+    from arvid_ray.train.checkpoint import load_checkpoint
+
+    cfg = BASE.replace(**{"train.steps": 10, "train.ckpt_every": 3, "train.log_every": 1})
+    reads: list[tuple[int, int]] = []
+
+    def seekable(epoch: int, skip: int = 0):  # a source that can start at batch `skip` of an epoch
+        for k, batch in enumerate(pattern_batches(epoch)):
+            if k >= skip:
+                reads.append((epoch, k))
+                yield batch
+
+    full = train_loop(cfg, cycle(seekable))
+    full_reads, reads[:] = list(reads), []
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_5(step):
+        if step == 5:
+            raise Stop
+
+    reporter = LocalReporter(Tracker(cfg, tmp_path), tmp_path / "checkpoints", keep=2)
+    with pytest.raises(Stop):
+        train_loop(cfg, cycle(seekable), reporter=reporter, on_step_end=stop_at_5)
+    resume = latest_checkpoint(tmp_path / "checkpoints")
+    saved = load_checkpoint(resume, cfg)
+    assert resume.name == "step_0000003" and saved.data == {"epoch": 0, "offset": 6, "world": 1}
+    reads.clear()
+    resumed = train_loop(cfg, cycle(seekable), reporter=reporter, resume_from=resume)
+    assert reads == full_reads[6:]  # mid-epoch: batches 6, 7 of epoch 0, then on; nothing re-read
+    assert resumed.losses == pytest.approx(full.losses[3:], rel=1e-6, abs=1e-6)
+    # the cost meter continues: every clip token is counted once over both attempts, accelerator time too
+    assert resumed.metrics["cost/tokens"] == full.metrics["cost/tokens"]
+    first = read_metrics_jsonl(tmp_path)[-7]  # the resumed attempt's first report (step 4)
+    assert first["step"] == 4 and first["cost/gpu_hours"] > saved.cost["device_s"] / 3600
+
+
+def test_out_of_range_tokens_and_labels_are_refused_on_the_host():
+    batch = next(pattern_batches(0))
+    bad_tokens = {**batch, "tokens": batch["tokens"].clone().fill_(1000)}
+    with pytest.raises(ValueError, match="vocab_size"):
+        train_loop(BASE.replace(**{"train.steps": 1}), cycle(lambda e: iter([bad_tokens] * 2)))
+    bad_labels = {**batch, "label": batch["label"].clone().fill_(16)}
+    with pytest.raises(ValueError, match="num_classes"):
+        train_loop(BASE.replace(**{"train.steps": 1}), cycle(lambda e: iter([bad_labels] * 2)))
+

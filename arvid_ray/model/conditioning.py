@@ -45,7 +45,15 @@ def _drop_mask(batch: int, p: float, training: bool, generator: torch.Generator 
     if not training or p <= 0:
         return torch.zeros(batch, dtype=torch.bool, device=device)
     gen_device = generator.device if generator is not None else "cpu"
-    return (torch.rand(batch, generator=generator, device=gen_device) < p).to(device)
+    return _to(torch.rand(batch, generator=generator, device=gen_device) < p, device)
+
+
+def _to(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """Host → device without a sync: a copy from pageable host memory waits for the CUDA stream."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
 
 
 class Conditioner(nn.Module):
@@ -81,6 +89,16 @@ class ClassConditioner(Conditioner):
         self.embedding = nn.Embedding(num_classes + 1, d_model)
         nn.init.normal_(self.embedding.weight, std=0.02)
 
+    def check_labels(self, labels: torch.Tensor, dropped: torch.Tensor | None = None) -> None:
+        """Refuse labels outside [0, num_classes) (except those replaced by the null class); call on the host."""
+        labels = torch.as_tensor(labels).reshape(-1)
+        bad = (labels < 0) | (labels >= self.num_classes)
+        if dropped is not None:
+            bad &= ~dropped
+        if bool(bad.any()):
+            raise ValueError(f"labels {labels[bad].tolist()} are outside [0, model.num_classes="
+                             f"{self.num_classes}); raise model.num_classes or fix the dataset labels")
+
     def forward(self, labels=None, captions=None, generator=None, force_drop=None, batch_size: int = 1):
         if labels is None:
             raise ValueError("class conditioning needs batch['label'] (LongTensor [B]); set "
@@ -88,12 +106,9 @@ class ClassConditioner(Conditioner):
         labels = torch.as_tensor(labels).long().reshape(-1)
         drop = _drop_mask(len(labels), self.dropout, self.training, generator, force_drop, labels.device)
         if labels.device.type == "cpu":  # checked where it is free; the training loop checks its batches on
-            bad = (labels < 0) | (labels >= self.num_classes)  # the host before they move to the device
-            if bool((bad & ~drop).any()):
-                raise ValueError(f"labels {labels[bad & ~drop].tolist()} are outside [0, model.num_classes="
-                                 f"{self.num_classes}); raise model.num_classes or fix the dataset labels")
+            self.check_labels(labels, drop)  # the host before they move to the device
         device = self.embedding.weight.device
-        labels, drop = labels.to(device, non_blocking=True), drop.to(device, non_blocking=True)
+        labels, drop = _to(labels, device), _to(drop, device)
         labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         return self.embedding(labels)[:, None, :]  # (B, 1, D)
 
@@ -114,7 +129,7 @@ class TextConditioner(Conditioner):
             raise ValueError("text conditioning needs batch['caption'] (list[str]); set "
                              "model.conditioning='class' or 'none' for data without captions")
         device = self.null.device
-        feats = self.encoder.encode(list(captions)).to(device=device, dtype=self.null.dtype)  # (B, E)
+        feats = _to(self.encoder.encode(list(captions)), device).to(self.null.dtype)  # (B, E)
         prefix = self.proj(feats).reshape(len(captions), self.num_tokens, -1)  # (B, P, D)
         drop = _drop_mask(len(captions), self.dropout, self.training, generator, force_drop, device)
         return torch.where(drop[:, None, None], self.null.expand_as(prefix), prefix)

@@ -77,7 +77,9 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dims.d_model, 3 * dims.d_model, bias=False)
         self.out = nn.Linear(dims.d_model, dims.d_model, bias=False)
 
-    def forward(self, x, rope, past):
+    def forward(self, x, rope, past, mask=None):
+        """``mask``: the lower-right causal bias of a multi-token continuation (built once per model call,
+        outside the block: constructing it inside a compiled block would break the graph)."""
         q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.n_heads)
         if rope is not None:
             # angles are computed in fp32 once per call; the tables (n x Dh) are cast, not the activations
@@ -86,14 +88,12 @@ class Attention(nn.Module):
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, H, L + n, Dh)
         n, total = q.shape[2], k.shape[2]
-        if n == total:
+        if mask is not None:  # a CausalBias: flash attention with a bottom-right-aligned causal mask on GPU
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif n == total:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif n == 1:
-            y = F.scaled_dot_product_attention(q, k, v)  # the newest query sees every cached key
         else:
-            from torch.nn.attention.bias import causal_lower_right
-
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(n, total))
+            y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every cached key
         return self.out(rearrange(y, "b h n d -> b n (h d)")), (k, v)
 
 
@@ -117,8 +117,8 @@ class Block(nn.Module):
         self.mlp = SwiGLU(dims)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, rope, past):
-        a, kv = self.attn(self.attn_norm(x), rope, past)
+    def forward(self, x, rope, past, mask=None):
+        a, kv = self.attn(self.attn_norm(x), rope, past, mask)
         x = x + self.drop(a)
         return x + self.drop(self.mlp(self.mlp_norm(x))), kv
 
@@ -252,8 +252,13 @@ class VideoTransformer(nn.Module):
             raise ValueError(f"hidden_layer={hidden_layer} is outside [-{n_layers}, {n_layers}) for this model")
         new_cache: KVCache = []
         hidden = None
+        mask = None
+        if cache is not None and x.shape[1] > 1:  # queries i see the cache and window keys <= i
+            from torch.nn.attention.bias import causal_lower_right
+
+            mask = causal_lower_right(x.shape[1], cache[0][0].shape[2] + x.shape[1])
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, rope, None if cache is None else cache[i])
+            x, kv = block(x, rope, None if cache is None else cache[i], mask)
             new_cache.append(kv)
             if i == want and i != n_layers - 1:
                 hidden = x[:, -keep_last:]

@@ -104,10 +104,13 @@ def build_training_model(cfg: ExperimentConfig) -> torch.nn.Module:
 
 def _to_device(batch: dict, device: torch.device) -> dict:
     """Move tensors to ``device``; inference-mode tensors (e.g. from a tokenizer) become normal tensors,
-    which autograd requires."""
+    which autograd requires. Host tensors are pinned first on CUDA: a copy from pageable memory waits for
+    the device's stream (a host sync per micro-batch)."""
     out = {}
     for k, v in batch.items():
         if isinstance(v, torch.Tensor):
+            if device.type == "cuda" and v.device.type == "cpu":
+                v = v.pin_memory()
             v = v.to(device, non_blocking=True)
             out[k] = v.clone() if v.is_inference() else v
         else:
@@ -257,7 +260,10 @@ class _Run:
 
     def save_fn(self, step: int, batches: Iterator[dict]) -> SaveFn:
         position = self.position
-        data = dict(zip(("epoch", "offset"), batches.position())) if isinstance(batches, Cycle) else None
+        data = None
+        if isinstance(batches, Cycle):
+            epoch, offset = batches.position()
+            data = {"epoch": epoch, "offset": offset, "world": self.meter.world_size}
 
         def save(directory: Path) -> None:
             # gathering FSDP shards is a collective: every rank runs this, rank 0 writes the full state
@@ -304,7 +310,14 @@ def _resume(run: _Run, state: ckpt.TrainState, batches: Iterator[dict]) -> None:
         run.scheduler.load_state_dict(state.scheduler)
     run.meter.restore(state.cost)
     if state.data is not None and isinstance(batches, Cycle):
-        batches.seek(state.data["epoch"], state.data["offset"])
+        offset, saved_world = state.data["offset"], state.data.get("world", run.meter.world_size)
+        if saved_world != run.meter.world_size:
+            # per-rank offsets into equal shards: the same share of the epoch at the new world size (exact
+            # for interleaved shards, rank r = batches r, r + world, ...; approximate for Ray Data's split)
+            offset = offset * saved_world // run.meter.world_size
+            log.info("data position from world size %d rescaled to %d: epoch %d, offset %d", saved_world,
+                     run.meter.world_size, state.data["epoch"], offset)
+        batches.seek(state.data["epoch"], offset)
         return
     if state.data_position:  # an older checkpoint, or a plain iterator: only the count is known
         log.warning("replaying %d consumed micro-batches to reach the checkpoint's data position (the "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,6 +108,9 @@ def apply_fsdp(model: nn.Module, world_size: int, device: torch.device, param_dt
         # the last block is the first one backward needs: keeping it gathered saves one all-gather
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < last)
     fully_shard(model, mesh=mesh, mp_policy=mp)
+    # blocks return their K/V and the conditioner an indexed embedding (views); nothing modifies them in
+    # place, which is the case FSDP2 warns about on every call
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     for name in ("condition", "prefill", "forward_with_cache"):  # entry points besides forward
         register_fsdp_forward_method(model, name)
 
@@ -129,7 +133,7 @@ def parallelize(loss: LossModule, cfg: ExperimentConfig, device: torch.device | 
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     # buffers (rotary tables) are deterministic: no broadcast before every forward
-    return DDP(loss, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    return DDP(loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
 
 def is_fsdp(model: nn.Module) -> bool:

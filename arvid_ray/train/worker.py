@@ -58,13 +58,16 @@ class RayReporter:
     tracker: Tracker | None
     total_steps: int = 0
     every: int = 1
+    eval_every: int = 0
     _last_step: int = 0
     _after_checkpoint: bool = False
 
     def _due(self, step: int, metrics: dict[str, float], save: SaveFn | None) -> bool:
         # the report after a checkpoint always goes out too: it blocks until the controller has taken the
         # checkpoint's result (queue of 1), so a crash right after saving still restarts from it
-        if save is not None or self._after_checkpoint or "eval/val_ce" in metrics or step >= self.total_steps:
+        # from the cadence, not from the metrics: a rank with an empty validation shard logs no eval/val_ce
+        evaluated = self.eval_every > 0 and step % self.eval_every == 0
+        if save is not None or self._after_checkpoint or evaluated or step >= self.total_steps:
             self._after_checkpoint = save is not None
             return True
         return step // self.every > self._last_step // self.every
@@ -212,7 +215,9 @@ def train_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     run_dir = Path(config["run_dir"])
     torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
-    device = ray.train.torch.get_device() if cfg.train.use_gpu else torch.device("cpu")
+    # train.device=cpu: GPU-scheduled workers that train on CPU (the fake multi-node test cluster)
+    on_gpu = cfg.train.use_gpu and cfg.train.device == "auto"
+    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
     tracker = None
     if rank == 0:
         tracker = Tracker(cfg, run_dir)
@@ -220,13 +225,16 @@ def train_worker(config: dict[str, Any]) -> None:
         tracker.log_config()
     restore, tmp = _restore_dir()
     if restore is not None and rank == 0:
-        log.info("attempt resumes from %s", restore)
+        source = getattr(ray.train.get_checkpoint(), "path", restore)  # where in Train storage it came from
+        log.info("attempt resumes from %s", source)
+        if tracker is not None:  # visible in MLflow: this run survived a restart (lost node, preemption)
+            tracker.set_tags({"arvid.resumed_from": str(source)})
     val = _shard_batches("val", cfg, train=False, fixed_rows=True) if config.get("has_val") else None
     try:
         result = train_loop(
             cfg,
             cycle(_shard_batches("train", cfg, train=True, fixed_rows=bool(config.get("fixed_train_rows")))),
-            reporter=RayReporter(rank, tracker, cfg.train.steps, cfg.train.report_every),
+            reporter=RayReporter(rank, tracker, cfg.train.steps, cfg.train.report_every, cfg.train.eval_every),
             val_batches=(lambda: val(0)) if val else None,
             rank=rank,
             world_size=world,

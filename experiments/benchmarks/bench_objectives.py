@@ -18,6 +18,15 @@ What is measured
   profiled step on the shared 2-core machine, too slow for ``--quick``.) On GPU: the real allocator peak,
   ``torch.cuda.max_memory_allocated`` minus the memory allocated before the step.
 
+- step time at scale: a data-parallel step waits for its slowest rank. From the measured per-start times
+  of Local+ReCo, the expected step time on R ranks is E[max over R draws] when every rank draws its own
+  window start (the old behaviour) and E[t(start)] when all ranks share the start (``train/step.py``
+  ``window_seed``: the same seed on every rank); both are printed for 1, 8 and 64 ranks over full's
+  step time (full's cost does not depend on a start).
+- compiled vs eager Local Opt.: the same Local+ReCo steps with every block compiled
+  (``parallel.apply_compile``: inductor, static shapes, so one graph per window start and call kind),
+  after a warm-up that compiles every start; compile time is printed, not counted.
+
 Usage: ``python experiments/benchmarks/bench_objectives.py --quick`` (< 2 min on a 2-core CPU), without
 ``--quick`` a larger CPU shape, and on a GPU ``--device cuda`` runs preset B in bf16 at 5x16x16 and 5x32x32.
 Ends with ``RATIO <name> <value>`` lines (the first shape's figures). Each step's time is the
@@ -35,7 +44,8 @@ import torch
 
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.model import build_model
-from arvid_ray.objectives import build_objective, sample_window_start
+from arvid_ray.objectives import build_objective, sample_window_start, window_starts
+from arvid_ray.train import parallel
 
 VARIANTS = {
     "full": {"objective.kind": "full", "objective.reco_weight": 0.0},
@@ -54,7 +64,7 @@ def _config(spatial: int, model: dict) -> ExperimentConfig:
     })
 
 
-def _balanced_seeds(cfg: ExperimentConfig, steps: int) -> list[int]:
+def _balanced_seeds(cfg: ExperimentConfig, steps: int) -> tuple[list[int], list[int]]:
     """Seeds whose window draw gives starts 0, 1, 0, 2, 0, 3, ... (the balanced distribution, exactly)."""
     o, frames = cfg.objective, cfg.latent_frames()
     later = list(range(1, frames - o.window_frames + 1))
@@ -66,12 +76,35 @@ def _balanced_seeds(cfg: ExperimentConfig, steps: int) -> list[int]:
                                     torch.Generator().manual_seed(seed))
         by_start.setdefault(start, []).append(seed)
         seed += 1
-    return [by_start[s].pop() for s in wanted]
+    return [by_start[s].pop() for s in wanted], wanted
+
+
+def start_probs(cfg: ExperimentConfig) -> dict[int, float]:
+    """The configured start distribution: frame 0 with first_frame_prob, the rest uniform."""
+    o = cfg.objective
+    starts = window_starts(cfg.latent_frames(), o.window_frames, o.stride_frames)
+    if o.first_frame_prob is None or len(starts) == 1:
+        return {s: 1 / len(starts) for s in starts}
+    return {0: o.first_frame_prob, **{s: (1 - o.first_frame_prob) / (len(starts) - 1) for s in starts[1:]}}
+
+
+def expected_step(per_start: dict[int, float], probs: dict[int, float], ranks: int, shared: bool) -> float:
+    """Expected data-parallel step time: E[t(s)] with a shared start, else E[max of ``ranks`` iid draws]."""
+    if shared or ranks == 1:
+        return sum(probs[s] * t for s, t in per_start.items())
+    expect, below, prev = 0.0, 0.0, 0.0
+    for s, t in sorted(per_start.items(), key=lambda kv: kv[1]):
+        below += probs[s]
+        expect += t * (below**ranks - prev)  # P(max == t) = P(all <= t) - P(all < t)
+        prev = below**ranks
+    return expect
 
 
 class Runner:
-    def __init__(self, cfg, base_model, batch, device, dtype):
+    def __init__(self, cfg, base_model, batch, device, dtype, compile_blocks: bool = False):
         self.model = copy.deepcopy(base_model)
+        if compile_blocks:
+            parallel.apply_compile(self.model, parallel.compile_shape_budget(cfg))
         self.objective = build_objective(cfg)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=True)  # fused on CPU too (torch>=2.4), as in training
         self.batch, self.device, self.dtype = batch, device, dtype
@@ -118,19 +151,34 @@ def _peak_cuda(runner: Runner, seed: int) -> int:
 
 
 def measure(spatial: int, model_overrides: dict, batch_size: int, steps: int, vocab: int, device, dtype,
-            repeats: int = 2):
+            repeats: int = 2, compiled: bool = True):
     cfg0 = _config(spatial, model_overrides)
     torch.manual_seed(0)
     base = build_model(cfg0.model, vocab, cfg0.latent_shape()).to(device)
     batch = {"tokens": torch.randint(0, vocab, (batch_size, *cfg0.latent_shape()), device=device),
              "label": torch.randint(0, 16, (batch_size,), device=device)}
     runners = {name: Runner(cfg0.replace(**over), base, batch, device, dtype) for name, over in VARIANTS.items()}
-    seeds = _balanced_seeds(cfg0, steps)
+    seeds, starts = _balanced_seeds(cfg0, steps)
+    first_seed = {s: seeds[starts.index(s)] for s in sorted(set(starts))}
     for r in runners.values():  # warm-up: allocator, optimizer state, kernels
         r.step(seeds[0])
+    compile_s = 0.0
+    if compiled:
+        runners["local_reco_compiled"] = Runner(cfg0.replace(**VARIANTS["local_reco"]), base, batch, device, dtype,
+                                                compile_blocks=True)
+        if device.type == "cuda":  # the compiled baseline too (one shape: cheap to compile)
+            runners["full_compiled"] = Runner(cfg0.replace(**VARIANTS["full"]), base, batch, device, dtype,
+                                              compile_blocks=True)
+        t0 = time.perf_counter()
+        for seed in first_seed.values():  # compile every window start's graphs (not timed)
+            for name in ("local_reco_compiled", "full_compiled"):
+                if name in runners:
+                    runners[name].step(seed)
+        compile_s = time.perf_counter() - t0
     clock = time.perf_counter if device.type == "cuda" else time.process_time
     times = {name: 0.0 for name in runners}
-    for seed in seeds:
+    per_start: dict[str, dict[int, list[float]]] = {name: {} for name in runners}
+    for seed, start in zip(seeds, starts):
         best = {name: float("inf") for name in runners}
         for _ in range(repeats):  # min over repeats of the same window: the least-disturbed measurement
             for name, r in runners.items():
@@ -141,16 +189,34 @@ def measure(spatial: int, model_overrides: dict, batch_size: int, steps: int, vo
                 best[name] = min(best[name], clock() - t0)
         for name in runners:
             times[name] += best[name] / len(seeds)
+            per_start[name].setdefault(start, []).append(best[name])
     peak_fn = _peak_cuda if device.type == "cuda" else _peak_cpu
     per_start = seeds[:6:2] + seeds[1:6:2]  # frame 0, then each later window start
-    peaks = {name: max(peak_fn(r, s) for s in per_start) for name, r in runners.items()}
-    return base, cfg0, times, peaks
+    # saved-tensor hooks do not see inside compiled graphs: the compiled variant's CPU peak is not measured
+    peaks = {name: max(peak_fn(r, s) for s in first_seed.values()) if device.type == "cuda" or name in VARIANTS
+             else float("nan") for name, r in runners.items()}
+    start_times = {name: {s: sum(v) / len(v) for s, v in by.items()} for name, by in per_start.items()}
+    return base, cfg0, times, peaks, start_times, compile_s
+
+
+def attention_kernels(runner: Runner, seed: int) -> dict[str, int]:
+    """SDPA kernels (aten ops) one Local Opt. step runs, counted by the profiler; ``seed`` draws start > 0."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if runner.device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        runner.step(seed)
+    names = ("flash", "efficient", "math", "cudnn")
+    return {e.key: e.count for e in prof.key_averages()
+            if "attention" in e.key and any(n in e.key for n in names) and e.key.startswith("aten::")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="reduced CPU run (< 2 min)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compiled Local+ReCo variant")
+    ap.add_argument("--kernel", action="store_true", help="print the SDPA kernels a Local Opt. window step runs")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch intra-op threads on CPU (1: no spin contention on a shared 2-core machine)")
     args = ap.parse_args()
@@ -167,19 +233,50 @@ def main() -> None:
     print(f"device={device} ({platform.processor() or platform.machine()}), dtype={dtype}, torch={torch.__version__}")
     first = None
     for spatial, overrides, batch_size, steps in plan:
-        model, cfg, times, peaks = measure(spatial, overrides, batch_size, steps, vocab, device, dtype)
+        model, cfg, times, peaks, start_times, compile_s = measure(spatial, overrides, batch_size, steps, vocab,
+                                                                   device, dtype, compiled=not args.no_compile)
         d = model.dims
         print(f"\nshape 5x{spatial}x{spatial} tokens, batch {batch_size}, vocab {vocab}, model {d.n_layers}x"
               f"{d.d_model} ({model.num_params / 1e6:.1f}M params), {steps} timed steps per objective")
-        print(f"{'objective':<14}{'step ms':>10}{'x full':>8}{'peak MiB':>11}{'x full':>8}")
-        for name in VARIANTS:
-            print(f"{name:<14}{times[name] * 1e3:>10.1f}{times[name] / times['full']:>8.2f}"
+        print(f"{'objective':<20}{'step ms':>10}{'x full':>8}{'peak MiB':>11}{'x full':>8}")
+        for name in times:
+            print(f"{name:<20}{times[name] * 1e3:>10.1f}{times[name] / times['full']:>8.2f}"
                   f"{peaks[name] / 2**20:>11.1f}{peaks[name] / peaks['full']:>8.2f}")
-        first = first or (times, peaks)
-    times, peaks = first
+        probs = start_probs(cfg.replace(**VARIANTS["local_reco"]))
+        local = start_times["local_reco"]
+        print("local_reco per window start (ms): "
+              + ", ".join(f"{s}: {t * 1e3:.1f} (p={probs[s]:.2f})" for s, t in sorted(local.items())))
+        scale = {}
+        for ranks in (1, 8, 64):
+            own = expected_step(local, probs, ranks, shared=False) / times["full"]
+            shared = expected_step(local, probs, ranks, shared=True) / times["full"]
+            scale[ranks] = (own, shared)
+            print(f"expected step time x full on {ranks:>2} ranks: per-rank starts {own:.3f}, shared start {shared:.3f}")
+        if "local_reco_compiled" in times:
+            print(f"compile of every window start's block graphs: {compile_s:.1f}s (not in the step times)")
+        if "full_compiled" in times:
+            print(f"compiled: local_reco over full {times['local_reco_compiled'] / times['full_compiled']:.3f}")
+        if args.kernel:
+            c = cfg.replace(**VARIANTS["local"])
+            seed = _balanced_seeds(c, 2)[0][1]  # the second draw starts after frame 0
+            runner = Runner(c, model, {"tokens": torch.randint(0, vocab, (batch_size, *c.latent_shape()),
+                                                              device=device),
+                                       "label": torch.zeros(batch_size, dtype=torch.long, device=device)},
+                            device, dtype)
+            kernels = attention_kernels(runner, seed)
+            print(f"attention kernels of one Local Opt. step (window start > 0): {kernels}")
+            flash = sum(n for k, n in kernels.items() if "flash" in k)
+            print(f"RATIO attention_flash_share_{spatial}x{spatial} {flash / max(sum(kernels.values()), 1):.3f}")
+        first = first or (times, peaks, scale)
+    times, peaks, scale = first
     for name in ("local_reco", "local", "fewer_frames"):
         print(f"RATIO step_time_{name}_over_full {times[name] / times['full']:.3f}")
         print(f"RATIO peak_mem_{name}_over_full {peaks[name] / peaks['full']:.3f}")
+    for ranks in (8, 64):
+        print(f"RATIO step_time_local_reco_over_full_{ranks}ranks {scale[ranks][1]:.3f}")
+        print(f"RATIO step_time_local_reco_over_full_{ranks}ranks_per_rank_starts {scale[ranks][0]:.3f}")
+    if "local_reco_compiled" in times:
+        print(f"RATIO local_compiled_over_eager {times['local_reco_compiled'] / times['local_reco']:.3f}")
 
 
 if __name__ == "__main__":
