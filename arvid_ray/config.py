@@ -409,15 +409,6 @@ class TrainConfig:
     """Optimizer steps between Ray Train reports that carry only metrics (decided by step number, the
     same on every rank, so no collective is needed); checkpoints, validations and the last step always
     report. Train V2 blocks a worker until the controller's 2 s poll takes each report."""
-    parallelism: Literal["ddp", "fsdp"] = "ddp"
-    """Data parallelism over >= 2 workers: DDP (replicated weights) or FSDP2 (params, grads and optimizer
-    state sharded per block; bf16 params with fp32 gradient reduction when precision resolves to bf16)."""
-    activation_checkpointing: bool = False
-    """Recompute each transformer block in backward instead of keeping its activations (memory for time)."""
-    report_every: int = 50
-    """Optimizer steps between Ray Train reports that carry only metrics (decided by step number, the
-    same on every rank, so no collective is needed); checkpoints, validations and the last step always
-    report. Train V2 blocks a worker until the controller's 2 s poll takes each report."""
 
     def __post_init__(self) -> None:
         _check_range("train.steps", self.steps, 1)
@@ -433,7 +424,6 @@ class TrainConfig:
         _check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
         _check_range("train.report_interval_s", self.report_interval_s, 0.0)
         _check_range("train.log_every", self.log_every, 1)
-        _check_range("train.report_every", self.report_every, 1)
         _check_range("train.report_every", self.report_every, 1)
 
 
