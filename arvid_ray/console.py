@@ -112,8 +112,24 @@ def job_runtime_env(base: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def worker_setup() -> None:
-    """Ray ``worker_process_setup_hook``: the console settings in a worker process (runs at its start)."""
-    _apply(verbose_from_env())
+    """Ray ``worker_process_setup_hook``: the console settings in a worker process (runs at its start,
+    after it joined the cluster; an exception here would end the worker, so none escapes)."""
+    try:
+        _apply(verbose_from_env())
+        _pin_ray_address()
+    except Exception as exc:  # noqa: BLE001 - a quiet console is never worth a worker
+        logging.getLogger(__name__).warning("console settings not applied in this worker: %s", exc)
+
+
+def _pin_ray_address() -> None:
+    """RAY_ADDRESS = this worker's own cluster. Ray Train's PlacementGroupCleaner asks the state API for
+    "the" cluster and, when one machine runs two Ray instances (a dev cluster and a test run), dies with a
+    'Found multiple active Ray instances' traceback in the log unless the address is named."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def _apply(verbose: bool) -> None:

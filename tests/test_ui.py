@@ -136,9 +136,10 @@ def slow(b):
 ray.data.range(64, override_num_blocks=8).map_batches(slow).materialize()   # consumed by this driver
 @ray.remote
 def in_worker():  # consumed inside a worker (as a Tune trial or Train worker does)
-    import ray.data
-    return ray.data.range(64, override_num_blocks=8).map_batches(slow).count()
-print("count", ray.get(in_worker.remote()))
+    import os, ray.data
+    n = ray.data.range(64, override_num_blocks=8).map_batches(slow).count()
+    return n, os.environ.get("RAY_ADDRESS") == ray.get_runtime_context().gcs_address
+print("count, address pinned", *ray.get(in_worker.remote()))
 """
 
 
@@ -158,7 +159,7 @@ def test_ray_data_progress_is_off_by_default_and_back_with_verbose(ray_session, 
                                   env=env, timeout=300)
         logs[verbose] = out.read_text()
         assert done.returncode == 0, logs[verbose][-3000:]
-        assert "count 64" in logs[verbose]
+        assert "count, address pinned 64 True" in logs[verbose]  # the hook ran in the worker
     progress = ("logging_progress", "Running Dataset", "Starting execution of Dataset", "row/s")
     assert not [ln for ln in logs["0"].splitlines() if any(p in ln for p in progress)], logs["0"][-3000:]
     assert "quiet console" in logs["0"] and "max_restarts > 0" in logs["0"]  # the harmless lines, explained once
