@@ -204,6 +204,7 @@ def test_folder_ingest_writes_a_val_split_and_training_logs_a_finite_val_ce(ray_
     need_ffmpeg()
     src = tmp_path / "footage"
     for cls, case in (("juggling", "h264_mp4"), ("surfing", "mpeg4_avi")):
+        (src / cls).mkdir(parents=True)
         for i in range(2):
             make_video(src / cls / f"{cls}{i}.{case.split('_')[1]}", case, seconds=1.2)
     summary = ingest(src, tmp_path / "ingested", ExperimentConfig.from_flat({"data.decode_cpus": 0.5}))
