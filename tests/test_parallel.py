@@ -165,6 +165,27 @@ def test_rank_shared_window_starts_and_per_rank_cfg_dropout(monkeypatch):
     assert not torch.equal(per_rank[0][1], per_rank[1][1])  # CFG dropout stays per rank
 
 
+def test_activation_checkpointing_keeps_loss_gradients_and_checkpoint_names():
+    from arvid_ray.objectives import build_objective
+
+    cfg = CFG.replace(**{"train.activation_checkpointing": True, "model.dropout": 0.1})
+    models = [build_training_model(cfg) for _ in range(2)]
+    objective = build_objective(cfg)
+    wrapped = parallel.parallelize(parallel.LossModule(models[0], objective), cfg, "cpu")
+    plain = parallel.LossModule(models[1], objective)
+    batch = micro_batches()[0]
+    torch.manual_seed(3)
+    out_ac = wrapped(batch)
+    out_ac["loss"].backward()  # recomputes each block with the forward's dropout masks (RNG preserved)
+    torch.manual_seed(3)
+    out = plain(batch)
+    out["loss"].backward()
+    assert out_ac["loss"].item() == pytest.approx(out["loss"].item(), rel=1e-6)
+    for (name, p), q in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert models[0].state_dict().keys() == models[1].state_dict().keys()
+
+
 @pytest.mark.slow
 def test_compiled_blocks_reach_the_prefix_and_window_with_eager_loss_and_gradients():
     from torch._dynamo.utils import counters
