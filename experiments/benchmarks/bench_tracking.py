@@ -141,7 +141,7 @@ class PostgresServer:
             time.sleep(0.3)
         subprocess.run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "arvid", database],
                        check=True, capture_output=True)
-        return f"postgresql://arvid@127.0.0.1:{self.port}/{database}"
+        return f"postgresql+psycopg2://arvid@127.0.0.1:{self.port}/{database}"  # the driver pyproject names
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -320,7 +320,7 @@ def run_load(uri: str, writers: int, batches: int, metrics_per_batch: int = 10) 
             "points": writers * batches * metrics_per_batch}
 
 
-def bench_load(quick: bool) -> None:
+def bench_load(quick: bool, args_workers: int = 2) -> None:
     writers, batches = 16, (100 if quick else 500)
     rates = {}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
@@ -330,7 +330,7 @@ def bench_load(quick: bool) -> None:
             backends.insert(0, ("postgres", pg.start()))
         try:
             for name, backend in backends:
-                server = MlflowServer(Path(tmp) / name, backend, workers=4).start()
+                server = MlflowServer(Path(tmp) / name, backend, workers=args_workers).start()
                 try:
                     res = run_load(server.uri, writers, batches)
                 finally:
@@ -366,11 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and batches")
     parser.add_argument("--only", choices=["outage", "load"], default=None)
+    parser.add_argument("--server-workers", type=int, default=2,
+                        help="mlflow server workers in the load test (uvicorn restarts workers that miss their "
+                             "health check, so keep it small on an overloaded machine)")
     args = parser.parse_args(argv)
     if args.only in (None, "outage"):
         bench_outage(args.quick)
     if args.only in (None, "load"):
-        bench_load(args.quick)
+        bench_load(args.quick, args.server_workers)
     return 0
 
 
