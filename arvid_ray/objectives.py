@@ -27,7 +27,12 @@ same spatial position in consecutive latent frames. Dividing by the width D keep
 model sizes (the paper's λ = 0.1 is for one unknown width). That ``raw`` form has a free escape at the
 default layer: scaling the final norm's gain by c and the head by 1/c leaves the logits (so CE) identical
 and scales ReCo by c². ``reco_form="relative"`` divides each pair's ``||Δh||²`` by the pair's mean
-``||h||²``, which no rescaling of h changes (per-channel gain changes still can; see RESULTS.md).
+``||h||²``, which no rescaling of h changes (per-channel gain changes still can). The default stays
+``raw``: in bench_reco_forms (RESULTS.md, 400 steps of Local Opt. + balanced + first frame on the built-in
+tokens) raw ReCo did not take the escape — the gain moved 0.995x (λ = 0.1) and 0.981x (λ = 1) of the
+λ = 0 run while the scale-free change of h fell 0.80x / 0.17x, as much as under ``relative`` (0.85x /
+0.23x) — and ``raw`` keeps λ comparable with earlier runs and the golden trace. Choose ``relative``
+(or sweep ``objective.reco_form``) for long runs or large λ, where the escape was reported.
 Pairs never straddle two loss regions (frame 0 and the window).
 """
 

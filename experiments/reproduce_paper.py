@@ -123,6 +123,7 @@ def ratios(result) -> dict[str, float]:
     base, fewer, full = ROWS[0][0], ROWS[1][0], ROWS[-1][0]
     over = lambda row, key: _mean(metric(row, key)) / _mean(metric(base, key))  # noqa: E731
     return {"full_method_cost_over_baseline": over(full, "cost/gpu_hours"),
+            "full_method_flops_over_baseline": over(full, "cost/train_flops"),  # load-independent
             "full_method_fd_over_baseline": over(full, COLUMNS[0][1]),
             "fewer_frames_seg4_traj_over_baseline": over(fewer, "eval/traj_error_seg4"),
             "baseline_fd_over_recon": _mean(metric(base, "fd_over_recon"))}
@@ -221,8 +222,9 @@ def paper_verdicts(metric) -> list[str]:
             parts.append(f"{name} {diff:+.3g} (one seed: no spread)")
         else:
             parts.append(f"{name} {diff:+.3g} {'within' if diff <= spread else 'outside'} ±{spread:.2g}")
-    out.append(f"- (a) full method vs baseline at {cost:.2f}× its cost ({'≤' if cost <= 0.55 else '>'} 0.55×): "
-               + "; ".join(parts) + ".")
+    flops = _mean(metric(full, "cost/train_flops")) / _mean(metric(base, "cost/train_flops"))
+    out.append(f"- (a) full method vs baseline at {cost:.2f}× its cost ({'≤' if cost <= 0.55 else '>'} 0.55×; "
+               f"{flops:.2f}× its train FLOPs): " + "; ".join(parts) + ".")
     f, b = _finite(metric(fewer, "eval/traj_error_seg4")), _finite(metric(base, "eval/traj_error_seg4"))
     if f and b:
         diff, spread = _mean(f) - _mean(b), _spread(f, b)
@@ -312,7 +314,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not ray.is_initialized():
         ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(4, os.cpu_count() or 1))
-    storage = cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
+    from arvid_ray.sweep import sweep_storage
+
+    storage = sweep_storage(cfg)
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
     cfg = prepare_inputs(cfg)
@@ -376,6 +380,8 @@ def _table_from_run(args, cfg, argv) -> int:
     out = args.out_dir / f"paper_ablation_{tag}_{dt.datetime.fromtimestamp(parent.info.start_time / 1000).date()}.md"
     out.write_text(table)
     print(table)
+    for key, value in ratios(result).items():
+        print(f"RATIO {key} {value:.3f}")
     print(f"table written to {out}")
     return 0
 
