@@ -288,16 +288,26 @@ def test_kuberay_groups_autoscale_from_zero_gpus():
 
 def test_mlflow_service_is_cluster_internal_and_matches_the_ray_pods():
     docs = list(yaml.safe_load_all((CLUSTER / "kuberay" / "mlflow.yaml").read_text()))
-    kinds = {d["kind"]: d for d in docs}
-    assert set(kinds) == {"PersistentVolumeClaim", "Deployment", "Service"}
-    service = kinds["Service"]
-    assert service["spec"]["type"] == "ClusterIP"
-    pod = kinds["Deployment"]["spec"]["template"]
-    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-    args = pod["spec"]["containers"][0]["args"]
-    db = next(a for a in args if a.startswith("--backend-store-uri="))
-    mount = pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"]
-    assert db == f"--backend-store-uri=sqlite:///{mount}/mlflow.db", "the database lives on the volume"
+    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    assert set(by) == {("PersistentVolumeClaim", "arvid-ray-mlflow-db"), ("Deployment", "arvid-ray-mlflow-db"),
+                       ("Service", "arvid-ray-mlflow-db"), ("Deployment", "arvid-ray-mlflow"),
+                       ("Service", "arvid-ray-mlflow")}
+    for name in ("arvid-ray-mlflow", "arvid-ray-mlflow-db"):  # both inside the cluster, each behind its Service
+        service, pod = by[("Service", name)], by[("Deployment", name)]["spec"]["template"]
+        assert service["spec"]["type"] == "ClusterIP"
+        assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    db_pod = by[("Deployment", "arvid-ray-mlflow-db")]["spec"]["template"]["spec"]
+    assert db_pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "arvid-ray-mlflow-db"  # data on the volume
+    db_env = {e["name"]: e for e in db_pod["containers"][0]["env"]}
+    assert "secretKeyRef" in db_env["POSTGRES_PASSWORD"]["valueFrom"]  # no password in the manifest
+    service = by[("Service", "arvid-ray-mlflow")]
+    container = by[("Deployment", "arvid-ray-mlflow")]["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    db = next(a for a in args if a.startswith("--backend-store-uri=")).split("=", 1)[1]
+    db_port = by[("Service", "arvid-ray-mlflow-db")]["spec"]["ports"][0]["port"]
+    user = db_env["POSTGRES_USER"]["value"]
+    assert db == f"postgresql+psycopg2://{user}:$(MLFLOW_DB_PASSWORD)@arvid-ray-mlflow-db:{db_port}/{db_env['POSTGRES_DB']['value']}"
+    assert {e["name"] for e in container["env"]} >= {"MLFLOW_DB_PASSWORD"}  # k8s expands $(VAR) in args
     assert any(a.startswith("--artifacts-destination=s3://") for a in args)
     uri = f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     allowed = next(a for a in args if a.startswith("--allowed-hosts=")).split("=", 1)[1].split(",")
@@ -355,48 +365,83 @@ def _mlflow_command(cfg: dict) -> str:
     return cmd
 
 
+def _pg_command(cfg: dict) -> str:
+    (cmd,) = [c for c in cfg["head_start_ray_commands"] if "initdb" in c]
+    return cmd
+
+
+def _as_postgres_user() -> dict:
+    """PostgreSQL refuses to run as root: run the head's database command as Debian's `postgres` user."""
+    if os.geteuid() != 0:
+        return {}
+    import pwd
+
+    user = pwd.getpwnam("postgres")
+    return {"user": user.pw_uid, "group": user.pw_gid}
+
+
 @pytest.mark.slow
-def test_head_mlflow_server_binds_loopback_and_private_ip_with_s3_artifacts(s3_server, tmp_path):
-    """Run aws.yaml's MLflow start command here: 127.0.0.2 plays the head's private address."""
+@pytest.mark.skipif(not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")),
+                    reason="Debian's postgresql not installed (.ci/run installs it)")
+def test_head_mlflow_server_on_postgres_binds_loopback_and_private_ip_with_s3_artifacts(s3_server):
+    """Run aws.yaml's database and MLflow start commands here: 127.0.0.2 plays the head's private address."""
+    import tempfile
+
     import boto3
     from conftest import free_port
 
     cfg = _load(CLUSTER / "aws.yaml")
-    port = free_port()
+    port, pg_port = free_port(), free_port()
     bucket = re.search(r"ARVID_STORAGE=s3://([^/\s]+)", _commands(cfg, "setup_commands")).group(1)
     s3 = boto3.client("s3", endpoint_url=s3_server)
     s3.create_bucket(Bucket=bucket)
-    home = tmp_path / "home"
+    home = Path(tempfile.mkdtemp(prefix="arvid-head-"))  # under /tmp: the postgres user must reach it
     (home / "mlflow").mkdir(parents=True)
     (home / ".arvid-ray.env").write_text(re.search(r"echo '(export ARVID_STORAGE=\S+)'",
                                                    _commands(cfg, "setup_commands")).group(1) + "\n")
-    # one gunicorn worker instead of two only saves CPU on the test machine
-    cmd = (_mlflow_command(cfg).replace("$(hostname -I | awk '{print $1}')", "127.0.0.2")
-           .replace("--workers 2", "--workers 1").replace(":5000", f":{port}").replace("--port 5000", f"--port {port}")
-           .replace("/home/ray/", f"{home}/"))
-    # inside the image `mlflow` is on PATH; here it is the venv's
+    run_as = _as_postgres_user()
+    if run_as:
+        for path in (home, home / "mlflow", home / ".arvid-ray.env"):
+            os.chown(path, run_as["user"], run_as["group"])
     env = {**os.environ, "HOME": str(home), "MLFLOW_S3_ENDPOINT_URL": s3_server,
            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+    pg = _pg_command(cfg).replace("5432", str(pg_port))
+    subprocess.run(["bash", "-c", pg], env=env, check=True, timeout=300, cwd=home, **run_as)
+    # one server worker instead of four only saves CPU on the test machine
+    cmd = (_mlflow_command(cfg).replace("$(hostname -I | awk '{print $1}')", "127.0.0.2")
+           .replace("--workers 4", "--workers 1").replace(":5000", f":{port}").replace("--port 5000", f"--port {port}")
+           .replace("5432", str(pg_port)).replace("/home/ray/", f"{home}/"))
+    assert "postgresql+psycopg2://mlflow@127.0.0.1:" in cmd  # the default backend is the head's PostgreSQL
     subprocess.run(["bash", "-c", cmd], env=env, check=True, timeout=30)
     # the command starts the server in its own session and records its id, as the head's stop command uses
     pgid = int((home / "mlflow" / "server.pid").read_text())
     try:
         for host in ("127.0.0.1", "127.0.0.2"):
-            _wait_ok(f"http://{host}:{port}/health", home / "mlflow" / "server.log")
+            _wait_ok(f"http://{host}:{port}/health", home / "mlflow" / "server.log", timeout=600)
         # a client inside the cluster (the private address) logs an artifact; it lands in the bucket
         code = (f"import mlflow; mlflow.set_tracking_uri('http://127.0.0.2:{port}'); mlflow.set_experiment('e')\n"
-                "with mlflow.start_run(): mlflow.log_text('hello', 'note.txt')")
+                "with mlflow.start_run(): mlflow.log_text('hello', 'note.txt'); mlflow.log_metric('m', 1.0)")
         subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
         keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
         assert any(k.startswith("arvid-ray/mlflow-artifacts/") and k.endswith("/note.txt") for k in keys), keys
+        tables = subprocess.run([next(Path("/usr/lib/postgresql").glob("*/bin/psql")), "-h", "127.0.0.1", "-p",
+                                 str(pg_port), "-U", "mlflow", "-d", "mlflow", "-Atc", "SELECT count(*) FROM runs"],
+                                capture_output=True, text=True, check=True)
+        assert tables.stdout.strip() == "1"  # the run is in PostgreSQL, not in a sqlite file
     finally:  # the head's own stop command (re-run by every `ray up`) must take the whole server down
         (stop,) = [c for c in cfg["head_start_ray_commands"] if "server.pid" in c and "kill" in c]
         subprocess.run(["bash", "-c", stop], env=env, timeout=30)
         stopped = _wait_group_gone(pgid)
         if not stopped:
             os.killpg(pgid, signal.SIGKILL)
+        pg_ctl = next(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        subprocess.run([pg_ctl, "-D", str(home / "mlflow" / "pg"), "stop", "-m", "immediate"], env=env,
+                       capture_output=True, timeout=60, **run_as)
         assert stopped, "the stop command in head_start_ray_commands left the MLflow server running"
         assert not (home / "mlflow" / "server.pid").exists()
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _wait_group_gone(pgid: int, grace: float = 60.0) -> bool:
