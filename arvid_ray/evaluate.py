@@ -86,9 +86,12 @@ def _parquet_clips(cfg: ExperimentConfig, n: int, num_frames: int) -> RealClips:
     import pyarrow.dataset as pads
 
     from arvid_ray import schemas
+    from arvid_ray import storage as st
+    from arvid_ray.storage import resolve_videos_path
     from arvid_ray.video.decode import decode_clip
 
-    ds = pads.dataset(cfg.data.source, format="parquet")
+    filesystem, inner = st.resolve(resolve_videos_path(cfg.data.source, cfg.storage), cfg.storage)
+    ds = pads.dataset(inner, filesystem=filesystem, format="parquet")
     cols = [schemas.VIDEO, schemas.LABEL, schemas.CAPTION, schemas.NUM_FRAMES]
     frames, labels, captions = [], [], []
     for split in (cfg.data.val_split, cfg.data.train_split):
@@ -109,9 +112,18 @@ def _parquet_clips(cfg: ExperimentConfig, n: int, num_frames: int) -> RealClips:
 def real_clips(cfg: ExperimentConfig, n: int, num_frames: int | None = None) -> RealClips:
     """Up to ``n`` real clips of the training length (val split first, then train) at data.resolution."""
     num_frames = num_frames or cfg.data.num_frames
-    if cfg.data.source == "synthetic":
+    if cfg.data.source == "synthetic" or _is_builtin_synthetic(cfg):
         return _synthetic_clips(cfg, n, num_frames)
     return _parquet_clips(cfg, n, num_frames)
+
+
+def _is_builtin_synthetic(cfg: ExperimentConfig) -> bool:
+    """True when data.source is the built-in dataset's ingested cache (sweeps pass that path, not
+    'synthetic'): its clips are rendered directly, which also gives the ground-truth trajectories."""
+    from arvid_ray.data import synthetic_cache_dir
+
+    source, cache = str(cfg.data.source).rstrip("/"), str(synthetic_cache_dir(cfg)).rstrip("/")
+    return source == cache or source.startswith(cache + "/")
 
 
 def real_features(cfg: ExperimentConfig, extractor, clips: RealClips) -> dict[str, Any]:
@@ -414,6 +426,6 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, *, out_di
 
     if not ray.is_initialized():
         ray.init()
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = 1 if cfg.train.use_gpu and cfg.train.device == "auto" else 0  # ask as configured, never by looking
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_evaluate_job)
     return ray.get(task.remote(cfg, checkpoint, out, run_id, training_run_id))
