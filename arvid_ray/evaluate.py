@@ -86,12 +86,9 @@ def _parquet_clips(cfg: ExperimentConfig, n: int, num_frames: int) -> RealClips:
     import pyarrow.dataset as pads
 
     from arvid_ray import schemas
-    from arvid_ray import storage as st
-    from arvid_ray.storage import resolve_videos_path
     from arvid_ray.video.decode import decode_clip
 
-    filesystem, inner = st.resolve(resolve_videos_path(cfg.data.source, cfg.storage), cfg.storage)
-    ds = pads.dataset(inner, filesystem=filesystem, format="parquet")
+    ds = pads.dataset(cfg.data.source, format="parquet")
     cols = [schemas.VIDEO, schemas.LABEL, schemas.CAPTION, schemas.NUM_FRAMES]
     frames, labels, captions = [], [], []
     for split in (cfg.data.val_split, cfg.data.train_split):
@@ -426,6 +423,6 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, *, out_di
 
     if not ray.is_initialized():
         ray.init()
-    gpus = 1 if cfg.train.use_gpu and cfg.train.device == "auto" else 0  # ask as configured, never by looking
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_evaluate_job)
     return ray.get(task.remote(cfg, checkpoint, out, run_id, training_run_id))
