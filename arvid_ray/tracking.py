@@ -44,7 +44,8 @@ METRICS_FILE = "metrics.jsonl"
 JOURNAL_FILE = "tracking.json"
 _READ_BYTES = 1 << 20  # metrics.jsonl read per shipping round
 _PROBE_S = 2.0  # while the server is away: how often to knock
-_QUIET_S = 2.0  # after this long without a reply, check /health before the next send
+_QUIET_S = 0.0  # check /health before a send when the last reply is older than this: a send into a dead
+# server would sit in urllib3's retries for minutes (harmless to training, but the outage would go unseen)
 _BOOKKEEPING = ("step", "time")
 
 
@@ -498,6 +499,8 @@ class Tracker:
             if reason is not None:
                 self._mark_down(reason)
                 return
+        if self._down_since is not None:
+            self._mark_back()
         if self._client is None:  # resumed by id while the server was away
             from mlflow import MlflowClient
 
@@ -533,14 +536,15 @@ class Tracker:
                     where, self.run_id)
         self._save_journal()
 
+    def _mark_back(self) -> None:
+        """The server answers again: what follows is the backlog (counted as replayed)."""
+        self._state["down_s"] += time.monotonic() - self._down_since
+        self._down_since = None
+        self._catching_up = True
+        log.warning("MLflow at %s answers again: replaying the backlog into run %s", mask_uri(self.uri), self.run_id)
+
     def _mark_up(self) -> None:
-        now = time.monotonic()
-        self._last_ok = now
-        if self._down_since is not None:
-            self._state["down_s"] += now - self._down_since
-            self._down_since = None
-            self._catching_up = True
-            log.warning("MLflow at %s answers again: replaying the backlog into run %s", mask_uri(self.uri), self.run_id)
+        self._last_ok = time.monotonic()
         if self._catching_up and self._caught_up_metrics():
             self._catching_up = False
             log.warning("MLflow backlog replayed: %d points into run %s", self._state["replayed_points"], self.run_id)
