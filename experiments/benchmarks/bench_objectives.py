@@ -177,7 +177,7 @@ def measure(spatial: int, model_overrides: dict, batch_size: int, steps: int, vo
         compile_s = time.perf_counter() - t0
     clock = time.perf_counter if device.type == "cuda" else time.process_time
     times = {name: 0.0 for name in runners}
-    per_start: dict[str, dict[int, list[float]]] = {name: {} for name in runners}
+    times_by_start: dict[str, dict[int, list[float]]] = {name: {} for name in runners}
     for seed, start in zip(seeds, starts):
         best = {name: float("inf") for name in runners}
         for _ in range(repeats):  # min over repeats of the same window: the least-disturbed measurement
@@ -189,13 +189,12 @@ def measure(spatial: int, model_overrides: dict, batch_size: int, steps: int, vo
                 best[name] = min(best[name], clock() - t0)
         for name in runners:
             times[name] += best[name] / len(seeds)
-            per_start[name].setdefault(start, []).append(best[name])
+            times_by_start[name].setdefault(start, []).append(best[name])
     peak_fn = _peak_cuda if device.type == "cuda" else _peak_cpu
-    per_start = seeds[:6:2] + seeds[1:6:2]  # frame 0, then each later window start
     # saved-tensor hooks do not see inside compiled graphs: the compiled variant's CPU peak is not measured
     peaks = {name: max(peak_fn(r, s) for s in first_seed.values()) if device.type == "cuda" or name in VARIANTS
              else float("nan") for name, r in runners.items()}
-    start_times = {name: {s: sum(v) / len(v) for s, v in by.items()} for name, by in per_start.items()}
+    start_times = {name: {s: sum(v) / len(v) for s, v in by.items()} for name, by in times_by_start.items()}
     return base, cfg0, times, peaks, start_times, compile_s
 
 
