@@ -164,6 +164,14 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
+def _tick(value: float, ticks: Sequence[float]) -> str:
+    """A tick label with as many decimals as the tick step needs (205.05 and 205.10, not 205 and 205)."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(value) or 1.0
+    if step >= 1 or abs(value) >= 1e5 or (value and abs(value) < 1e-4):
+        return f"{value:.4g}"
+    return f"{value:.{max(0, -math.floor(math.log10(step)))}f}"
+
+
 def _domain(values: Sequence[float]) -> tuple[float, float]:
     lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.08 or (abs(lo) * 0.1 or 1.0)
@@ -186,8 +194,8 @@ def cost_quality_html(rows: Sequence[Mapping[str, Any]], path: str | Path, *, qu
     """
     esc = html.escape
     ok = [r for r in rows if math.isfinite(float(r["quality"])) and math.isfinite(float(r["cost"]))]
-    svg = [f'<svg id="chart" width="{_W}" height="{_H}" viewBox="0 0 {_W} {_H}" role="img" '
-           f'aria-label="{esc(title)}">']
+    svg = [f'<svg id="chart" viewBox="0 0 {_W} {_H}" style="width:100%;max-width:{_W}px;height:auto" role="img" '
+           f'aria-label="{esc(title)}">']  # scales down to MLflow's artifact pane
     if ok:
         (x0, x1), (y0, y1) = _domain([r["cost"] for r in ok]), _domain([r["quality"] for r in ok])
 
@@ -197,12 +205,13 @@ def cost_quality_html(rows: Sequence[Mapping[str, Any]], path: str | Path, *, qu
         def sy(v: float) -> float:
             return _H - _MB - (v - y0) / (y1 - y0) * (_H - _MT - _MB)
 
-        for v in _nice_ticks(x0, x1):
+        xt, yt = _nice_ticks(x0, x1), _nice_ticks(y0, y1)
+        for v in xt:
             svg.append(f'<line class="grid" x1="{sx(v):.1f}" x2="{sx(v):.1f}" y1="{_MT}" y2="{_H - _MB}"/>'
-                       f'<text class="tick" x="{sx(v):.1f}" y="{_H - _MB + 15}" text-anchor="middle">{v:.4g}</text>')
-        for v in _nice_ticks(y0, y1):
+                       f'<text class="tick" x="{sx(v):.1f}" y="{_H - _MB + 15}" text-anchor="middle">{_tick(v, xt)}</text>')
+        for v in yt:
             svg.append(f'<line class="grid" x1="{_ML}" x2="{_W - _MR}" y1="{sy(v):.1f}" y2="{sy(v):.1f}"/>'
-                       f'<text class="tick" x="{_ML - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{v:.4g}</text>')
+                       f'<text class="tick" x="{_ML - 6}" y="{sy(v) + 4:.1f}" text-anchor="end">{_tick(v, yt)}</text>')
         front = sorted((r for r in ok if r["pareto"]), key=lambda r: r["cost"])
         if len(front) > 1:
             pts = " ".join(f"{sx(r['cost']):.1f},{sy(r['quality']):.1f}" for r in front)

@@ -30,7 +30,8 @@ class _Session:
     def __init__(self, ws):
         self.ws, self.next_id, self.pending, self.contexts, self.children = ws, 0, {}, {}, set()
 
-    async def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
+    async def call(self, method: str, params: dict | None = None, session: str | None = None,
+                   timeout: float = 60) -> dict:
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params or {}}
         if session:
@@ -38,7 +39,10 @@ class _Session:
         fut = asyncio.get_running_loop().create_future()
         self.pending[self.next_id] = fut
         await self.ws.send_str(json.dumps(msg))
-        return await asyncio.wait_for(fut, 30)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.pending.pop(msg["id"], None)
 
     async def pump(self) -> None:
         async for raw in self.ws:
@@ -81,18 +85,24 @@ async def _evaluate_until(port: int, url: str, expression: str, done: Callable[[
             await asyncio.sleep(1.0)
             values = []
             for (session, ctx_id) in list(s.contexts):
-                res = await s.call("Runtime.evaluate", {"expression": expression, "contextId": ctx_id,
-                                                        "returnByValue": True}, session=session)
+                try:  # a frame still loading (or going away) on a loaded machine may not answer: next round
+                    res = await s.call("Runtime.evaluate", {"expression": expression, "contextId": ctx_id,
+                                                            "returnByValue": True}, session=session, timeout=10)
+                except asyncio.TimeoutError:
+                    continue
                 value = res.get("result", {}).get("value")
                 if value is not None:
                     values.append(value)
             if done(values):
                 break
         if screenshot is not None:
-            shot = await s.call("Page.captureScreenshot", {"format": "png"}, session=page)
             import base64
 
-            screenshot.write_bytes(base64.b64decode(shot.get("data", "")))
+            try:
+                shot = await s.call("Page.captureScreenshot", {"format": "png"}, session=page)
+                screenshot.write_bytes(base64.b64decode(shot.get("data", "")))
+            except asyncio.TimeoutError:
+                pass  # a picture is a bonus; the values above are the check
         pump.cancel()
         return values
 
