@@ -153,9 +153,9 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 @command("sweep", "Ray Tune + Optuna sweep over the config's sweep.search_space", _sweep_args)
 def _sweep(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
-    from arvid_ray.sweep import fresh_sweep_name, prepare_inputs, run_sweep
+    from arvid_ray.sweep import fresh_sweep_name, prepare_inputs, run_sweep, sweep_storage
 
-    storage = cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
+    storage = sweep_storage(cfg)
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
     result = run_sweep(prepare_inputs(cfg), storage_path=storage, restore=args.resume)

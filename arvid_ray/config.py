@@ -111,12 +111,26 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
+    root: Optional[str] = None
+    """Storage root every node can read (s3://bucket/prefix, gs://bucket/prefix or a shared mount): ingested
+    videos, token caches, synthetic data, Tune/Train storage, run directories, eval samples and tracking
+    fallbacks live under it. None = $ARVID_STORAGE, else experiment.workdir (one machine)."""
     s3_endpoint: Optional[str] = None
     """S3-compatible endpoint URL (e.g. http://127.0.0.1:9000); None = AWS default / AWS_ENDPOINT_URL."""
     s3_region: Optional[str] = None
     """S3 region; None = AWS_REGION / AWS_DEFAULT_REGION / us-east-1."""
     s3_anonymous: bool = False
     """Access public buckets without credentials."""
+    gcs_endpoint: Optional[str] = None
+    """GCS endpoint (host:port or http://host:port, e.g. an emulator); None = Google's / STORAGE_EMULATOR_HOST."""
+    gcs_project: Optional[str] = None
+    """GCP project for gs:// buckets; None = the environment's default credentials' project."""
+    gcs_anonymous: bool = False
+    """Access public gs:// buckets without credentials."""
+
+    def __post_init__(self) -> None:
+        if self.root is not None and (not self.root.strip() or self.root.rstrip("/").endswith(":/")):
+            _fail("storage.root", self.root, "must be a path or a URI with a bucket, e.g. s3://bucket/arvid")
 
 
 @dataclass(frozen=True)
@@ -156,6 +170,8 @@ class DataConfig:
     """Per-worker micro-batch size fed to the model."""
     decode_cpus: float = 1.0
     """CPUs reserved per decode actor (its PyAV decoder uses int(decode_cpus) threads, at least 1)."""
+    decode_max_actors: int = 0
+    """Most decode actors per stream (0 = one per read unit: the pool grows with the cluster)."""
     decode_batch_size: int = 0
     """Videos per decode call (one planned read unit); 0 = auto: about 96 MiB of decoded frames per
     call, at most 256 videos. Each Ray Data call costs ~25 ms fixed (bench_decode at 64x64x33: 32 →
@@ -183,6 +199,7 @@ class DataConfig:
         _check_range("data.frame_stride", self.frame_stride, 1)
         _check_range("data.batch_size", self.batch_size, 1)
         _check_range("data.decode_cpus", self.decode_cpus, 0.0, lo_open=True)
+        _check_range("data.decode_max_actors", self.decode_max_actors, 0)
         _check_range("data.decode_batch_size", self.decode_batch_size, 0)
         _check_range("data.prefetch_batches", self.prefetch_batches, 0)
         _check_range("data.worker_cache_mb", self.worker_cache_mb, 0)
@@ -388,6 +405,17 @@ class TrainConfig:
     """Give each worker a GPU (NCCL); False = CPU workers with gloo."""
     cpus_per_worker: float = 1.0
     """CPUs reserved per Ray Train worker."""
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    """Extra resources per worker (custom resources, or GPU: n with use_gpu); asked for exactly as given."""
+    accelerator_type: Optional[str] = None
+    """Ask for workers on this accelerator type (Ray's accelerator_type, e.g. H100); None = any."""
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """Process-group backend; auto = nccl with use_gpu, gloo without."""
+    device: Literal["auto", "cpu"] = "auto"
+    """auto = the worker's GPU with use_gpu; cpu = train on CPU even on GPU-scheduled workers (tests)."""
+    resource_timeout_s: float = 600.0
+    """Fail the run when its workers' resources cannot be had (e.g. the autoscaler cannot launch the
+    GPU nodes) for this long; Ray Train retries every 60 s meanwhile."""
     max_failures: int = 2
     """Worker-group restarts from the last checkpoint before the run fails."""
     storage_path: Optional[str] = None
@@ -420,6 +448,15 @@ class TrainConfig:
         _check_range("train.grad_clip", self.grad_clip, 0.0)
         _check_range("train.num_workers", self.num_workers, 0)
         _check_range("train.cpus_per_worker", self.cpus_per_worker, 0.0, lo_open=True)
+        _check_range("train.resource_timeout_s", self.resource_timeout_s, 1.0)
+        for key, value in self.resources_per_worker.items():
+            if key == "CPU" or float(value) < 0:
+                _fail(f"train.resources_per_worker.{key}", value,
+                      "use train.cpus_per_worker for CPUs; other amounts must be >= 0")
+            if key == "GPU" and not self.use_gpu:
+                _fail("train.resources_per_worker.GPU", value, "GPUs need train.use_gpu=true")
+        if self.backend == "nccl" and (not self.use_gpu or self.device == "cpu"):
+            _fail("train.backend", self.backend, "nccl needs train.use_gpu=true and train.device=auto")
         _check_range("train.max_failures", self.max_failures, 0)
         _check_range("train.keep_checkpoints", self.keep_checkpoints, 1)
         _check_range("train.report_interval_s", self.report_interval_s, 0.0)
@@ -510,7 +547,13 @@ class SweepConfig:
     include_baseline: bool = True
     """Add the `full` objective as a fixed reference trial."""
     max_concurrent_trials: int = 0
-    """0 = derived from cluster resources."""
+    """0 = derived from the cluster's declared node types (what it can scale to, not what is up now)."""
+    max_failures: int = 2
+    """Tune retries per trial (a lost trial driver or worker node); each resumes from the trial's last
+    checkpoint through its stable Train run name."""
+    driver_resource: Optional[str] = None
+    """Custom resource pinning trial drivers to non-preemptible nodes; None = 'arvid_driver' when a node
+    type declares it, else the head node on a multi-node cluster; '' = no pinning."""
     time_budget_s: float = 0.0
     """Stop the sweep after this many seconds (0 = no limit)."""
     asha_grace_steps: int = 50
@@ -521,6 +564,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         _check_range("sweep.num_samples", self.num_samples, 1)
         _check_range("sweep.max_concurrent_trials", self.max_concurrent_trials, 0)
+        _check_range("sweep.max_failures", self.max_failures, 0)
         _check_range("sweep.time_budget_s", self.time_budget_s, 0.0)
 
 

@@ -86,9 +86,12 @@ def _parquet_clips(cfg: ExperimentConfig, n: int, num_frames: int) -> RealClips:
     import pyarrow.dataset as pads
 
     from arvid_ray import schemas
+    from arvid_ray import storage as st
+    from arvid_ray.storage import resolve_videos_path
     from arvid_ray.video.decode import decode_clip
 
-    ds = pads.dataset(cfg.data.source, format="parquet")
+    filesystem, inner = st.resolve(resolve_videos_path(cfg.data.source, cfg.storage), cfg.storage)
+    ds = pads.dataset(inner, filesystem=filesystem, format="parquet")
     cols = [schemas.VIDEO, schemas.LABEL, schemas.CAPTION, schemas.NUM_FRAMES]
     frames, labels, captions = [], [], []
     for split in (cfg.data.val_split, cfg.data.train_split):
@@ -123,12 +126,24 @@ def _is_builtin_synthetic(cfg: ExperimentConfig) -> bool:
     return source == cache or source.startswith(cache + "/")
 
 
+def _node_cache_dir(cfg: ExperimentConfig) -> Path:
+    """Where this node keeps recomputable caches: experiment.workdir on one machine; with a remote storage
+    root (a cluster) the node's temp dir — the workdir path is the driver's, not this node's."""
+    import tempfile
+
+    from arvid_ray import storage as st
+
+    if st.is_remote(st.storage_root(cfg)):
+        return Path(tempfile.gettempdir()) / "arvid-ray-cache"
+    return cfg.experiment.workdir_path()
+
+
 def real_features(cfg: ExperimentConfig, extractor, clips: RealClips) -> dict[str, Any]:
     """Real features (and real-data consistency numbers), cached under <workdir>/eval_cache."""
     n, t, h = clips.frames.shape[:3]
     splits = f"{cfg.data.val_split}+{cfg.data.train_split}"  # the order real_clips draws from
     key = f"{extractor.id}-{extractor.sha256[:16]}-{clips.dataset_key}-{splits}-n{n}-f{t}-r{h}"
-    path = cfg.experiment.workdir_path() / "eval_cache" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
+    path = _node_cache_dir(cfg) / "eval_cache" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".npz")
     if path.is_file():
         with np.load(path) as z:
             return {"features": z["features"], **{k: float(z[k]) for k in ("warp_error", "motion", "flow_accel")}}
@@ -423,6 +438,6 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, *, out_di
 
     if not ray.is_initialized():
         ray.init()
-    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+    gpus = 1 if cfg.train.use_gpu and cfg.train.device == "auto" else 0  # ask as configured, never by looking
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_evaluate_job)
     return ray.get(task.remote(cfg, checkpoint, out, run_id, training_run_id))

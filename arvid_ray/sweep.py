@@ -294,22 +294,29 @@ def _scheduler(cfg: ExperimentConfig):
     )
 
 
-def max_concurrent_trials(cfg: ExperimentConfig) -> int:
-    """Trials that fit the cluster at once: GPUs per trial on GPU clusters, else CPUs per trial."""
-    if cfg.sweep.max_concurrent_trials:
-        return cfg.sweep.max_concurrent_trials
-    import ray
+def max_concurrent_trials(cfg: ExperimentConfig, types=None) -> int:
+    """Trials at once: sweep.max_concurrent_trials, else what the cluster's *declared* node types can host
+    (an autoscaling cluster has no GPU until something asks; see arvid_ray.preflight)."""
+    from arvid_ray import preflight
 
-    res = ray.cluster_resources()
-    workers = max(1, cfg.train.num_workers)
-    if cfg.train.use_gpu:
-        return max(1, int(res.get("GPU", 0) // workers))
-    cpus = res.get("CPU", 1)
-    if len(ray.nodes()) == 1:  # a local instance may advertise more logical CPUs than cores exist
-        cpus = min(cpus, os.cpu_count() or cpus)
-    per_trial = DRIVER_CPUS + workers * cfg.train.cpus_per_worker
-    data_reserve = 1.0  # Ray Data needs CPUs of its own or it starves (RAY_NOTES.md)
-    return max(1, int((cpus - data_reserve) // per_trial))
+    types = types if types is not None else preflight.declared_node_types()
+    return preflight.max_concurrent_trials(cfg, types, DRIVER_CPUS)
+
+
+def sweep_storage(cfg: ExperimentConfig) -> str:
+    """Tune storage: train.storage_path, else ``<storage root>/sweeps`` (local path or URI)."""
+    from arvid_ray import storage as st
+
+    return st.absolute(cfg.train.storage_path) if cfg.train.storage_path else st.join(st.storage_root(cfg), "sweeps")
+
+
+def _tune_storage_args(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
+    from arvid_ray import storage as st
+
+    if not st.is_remote(storage):
+        return {"storage_path": storage}
+    filesystem, inner = st.resolve(storage, cfg.storage)
+    return {"storage_path": inner, "storage_filesystem": filesystem}
 
 
 def _progress_reporter():
@@ -326,16 +333,28 @@ def _tuner(cfg: ExperimentConfig, storage: str, parent_run_id: str, uri: str, re
            rows: list[dict[str, Any]] | None = None):
     from ray import tune
 
+    from arvid_ray import preflight
+    from arvid_ray import storage as st
+
+    types = preflight.declared_node_types()
+    # trial drivers (and their Train controllers, which Ray puts on the driver's node) on non-preemptible
+    # nodes: a reclaimed spot node then only costs a worker-group restart, never the trial
+    bundle = {"CPU": DRIVER_CPUS, **preflight.driver_resources(cfg, types)}
     trainable = tune.with_resources(
         tune.with_parameters(_trial_driver, base=cfg.to_dict(), parent_run_id=parent_run_id, uri=uri, rows=rows),
-        {"cpu": DRIVER_CPUS},
+        tune.PlacementGroupFactory([bundle]),
     )
-    path = f"{storage.rstrip('/')}/{cfg.sweep.name}"
-    if restore and tune.Tuner.can_restore(path):
+    storage_args = _tune_storage_args(cfg, storage)
+    path = st.join(storage, cfg.sweep.name)
+    inner = st.join(storage_args["storage_path"], cfg.sweep.name)
+    fs_arg = {"storage_filesystem": storage_args["storage_filesystem"]} if "storage_filesystem" in storage_args else {}
+    if restore and tune.Tuner.can_restore(inner, **fs_arg):
         log.info("restoring interrupted sweep from %s", path)
-        return tune.Tuner.restore(path, trainable=trainable, resume_errored=False, restart_errored=False), path
+        # errored trials resume from their last checkpoint (stable Train run name); finished ones are kept
+        return tune.Tuner.restore(inner, trainable=trainable, resume_errored=True, restart_errored=False,
+                                  **fs_arg), path
     if rows is not None:  # a fixed table of configs (reproduce_paper): one trial per row, no searcher
-        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent_trials(cfg),
+        tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=max_concurrent_trials(cfg, types),
                                       time_budget_s=cfg.sweep.time_budget_s or None)
         param_space = {ROW_KEY: tune.grid_search(list(range(len(rows))))}
     else:
@@ -344,13 +363,14 @@ def _tuner(cfg: ExperimentConfig, storage: str, parent_run_id: str, uri: str, re
         tune_config = tune.TuneConfig(
             search_alg=_searcher(cfg, space), scheduler=_scheduler(cfg),
             num_samples=cfg.sweep.num_samples + int(cfg.sweep.include_baseline),
-            max_concurrent_trials=max_concurrent_trials(cfg),
+            max_concurrent_trials=max_concurrent_trials(cfg, types),
             time_budget_s=cfg.sweep.time_budget_s or None,
         )
         param_space = None
     run_config = tune.RunConfig(
-        name=cfg.sweep.name, storage_path=storage,
-        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+        name=cfg.sweep.name, **storage_args,
+        # a lost trial driver or worker node: retry the trial, resuming its Train run by its stable name
+        failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures, fail_fast=False),
         callbacks=[_end_child_runs_callback(uri, parent_run_id)],
         progress_reporter=_progress_reporter(), verbose=1,
     )
@@ -458,13 +478,16 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
     else:
         for row in rows:  # every row must build a valid config before any trial starts
             ExperimentConfig.from_flat(trial_overrides(row), base=cfg)
+    from arvid_ray.preflight import check_resources
+
+    check_resources(cfg)  # the trials' workers fit the cluster's declared node types, before any run exists
     # quality exists only after the final evaluation, so early results cannot carry the searcher's metric
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Tune's default (new) console output ignores a ProgressReporter ("AIR_VERBOSITY is set, ignoring
     # passed-in ProgressReporter"); the classic table is the one that shows per-trial tok/s and ETA
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     uri = tracking_uri(cfg)
-    storage = storage_path or cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
+    storage = storage_path or sweep_storage(cfg)
     received: list[int] = []
     with _graceful_stop(received) as tune_running:
         parent = None
@@ -604,25 +627,31 @@ def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
 
 
 def prepare_inputs(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Materialise the built-in dataset and its token cache once, so trials skip decode and encode."""
+    """Materialise the built-in dataset and its token cache once, so trials skip decode and encode.
+
+    Both live under the storage root (s3://… on a cluster): the cache is a sibling of the videos.parquet
+    location, joined as a string (``pathlib`` would turn ``s3://b/x`` into ``s3:/b/x``)."""
     if cfg.data.tokens_path:
         return cfg
+    from arvid_ray import storage as st
     from arvid_ray.data import videos_path
     from arvid_ray.tokens import write_token_cache
 
     videos = videos_path(cfg)
     cfg = cfg.replace(**{"data.source": videos})
-    key = f"{cfg.tokenizer.name.replace('/', '_')}-{cfg.data.resolution}px-{cfg.data.num_frames}f"
-    out = Path(videos).parent / f"tokens-{key}"
-    cache = write_token_cache(cfg, str(out))
+    key = f"{st.basename(cfg.tokenizer.name).replace('.', '_')}-{cfg.data.resolution}px-{cfg.data.num_frames}f"
+    out = st.join(st.parent(videos), f"tokens-{key}")
+    cache = write_token_cache(cfg, out)
     return cfg.replace(**{"data.tokens_path": str(cache)})
 
 
 def fresh_sweep_name(cfg: ExperimentConfig, storage: str) -> ExperimentConfig:
     """A new sweep never silently resumes an old one: suffix the name if its directory exists."""
+    from arvid_ray import storage as st
+
     base, n = cfg.sweep.name, 1
     name = base
-    while Path(storage, name).exists():
+    while st.exists(st.join(storage, name), cfg.storage):
         n += 1
         name = f"{base}-{n}"
     return cfg.replace(**{"sweep.name": name}) if name != base else cfg

@@ -209,7 +209,19 @@ def read_token_cache(path: str | Path, tokenizer, storage: StorageConfig | None 
 
     filesystem, inner, meta = _read_meta(str(path), storage)
     _check_meta(str(path), meta, tokenizer)
-    return ray.data.read_parquet(inner, filesystem=filesystem)
+    # The cache is one file whose footer was just read: Ray Data 2.60's default (v2) Parquet reader
+    # provisions 32 footer-reading actors per read (RAY_DATA_PARQUET_FOOTER_NUM_ACTORS) — per dataset,
+    # i.e. per trial and split — which on a small cluster spends minutes starting processes (seen: 128
+    # actors for 2 trials on the test cluster, training waited 8 min for its first batch). The v1 reader
+    # plans from the footer directly.
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    before, ctx.use_datasource_v2 = ctx.use_datasource_v2, False
+    try:
+        return ray.data.read_parquet(inner, filesystem=filesystem)
+    finally:
+        ctx.use_datasource_v2 = before
 
 
 def read_token_table(path: str | Path, tokenizer, storage: StorageConfig | None = None,

@@ -67,6 +67,17 @@ def _main(argv: list[str] | None = None) -> int:
 
     verbose = args.verbose or cfg.experiment.verbose
     console.setup(verbose)  # before Ray starts: the job's workers get the same console settings
+    from arvid_ray import storage as st
+    from arvid_ray.preflight import check_inputs
+
+    # pin the storage root (ARVID_STORAGE is read here, on the driver) and check every input a worker
+    # will open before Ray starts and before any MLflow run exists
+    cfg = cfg.replace(**{"storage.root": st.storage_root(cfg)})
+    try:
+        check_inputs(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")))
+    except ConfigError as exc:
+        print(f"tune_window: {exc}", file=sys.stderr)
+        return 2
 
     import ray
 
@@ -79,7 +90,9 @@ def _main(argv: list[str] | None = None) -> int:
         else:  # more logical CPUs than cores so Tune, Train and Data never starve each other
             ray.init(num_cpus=args.num_cpus or max(4, os.cpu_count() or 1), include_dashboard=True,
                      runtime_env=console.runtime_env(verbose))
-    storage = cfg.train.storage_path or str(cfg.experiment.workdir_path() / "sweeps")
+    from arvid_ray.sweep import sweep_storage
+
+    storage = sweep_storage(cfg)
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
     from arvid_ray.sweep import refusals, tracking_lines

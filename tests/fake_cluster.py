@@ -95,9 +95,11 @@ class FakeCluster:
         ray_exe = str(Path(sys.executable).parent / "ray")
         env = {**os.environ, **self.driver_env(), "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
                **self.env}
-        # every process of the cluster inherits RAY_ADDRESS: with another Ray on the machine (the suite's
-        # shared instance) Ray's own helpers (e.g. Train's placement-group cleaner) would otherwise find
-        # several GCS processes and refuse to guess ("Found multiple active Ray instances")
+        env.pop("RAY_ADDRESS", None)  # `ray start --head` waits on it
+        # every process of the cluster knows its API server: with another Ray on the machine (the suite's
+        # shared instance) Ray's own state-API helpers (e.g. Train's placement-group cleaner) would
+        # otherwise find several GCS processes and refuse to guess ("Found multiple active Ray instances")
+        env["RAY_API_SERVER_ADDRESS"] = self.dashboard
         cmd = [ray_exe, "start", "--head", f"--temp-dir={self.temp_dir}", f"--port={self.gcs_port}",
                "--node-ip-address=127.0.0.1",
                f"--num-cpus={HEAD_CPUS}", "--num-gpus=0", f"--resources={json.dumps({'arvid_driver': 100})}",
@@ -105,8 +107,12 @@ class FakeCluster:
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
                f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
                f"--metrics-export-port={_free_port()}", "--disable-usage-stats"]
-        with open(self.log, "w") as log:
-            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=180)
+        try:
+            with open(self.log, "w") as log:
+                proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+        except BaseException:  # a timeout or an interrupt must not leak a half-started cluster
+            self.stop()
+            raise
         if proc.returncode != 0:
             self.stop()
             raise RuntimeError(f"fake cluster did not start:\n{self.log.read_text()[-3000:]}")

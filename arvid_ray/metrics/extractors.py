@@ -102,7 +102,9 @@ class I3DExtractor:
     """The TorchScript I3D: input (B, 3, T>=16, 224, 224) in [-1, 1]; 400-d pre-softmax features."""
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", batch_size: int = 16):
-        path = Path(path).expanduser()
+        from arvid_ray import storage as st
+
+        path = Path(st.local_copy(str(path))) if st.is_remote(str(path)) else Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"I3D TorchScript not found at '{path}': {I3D_HELP}")
         try:
