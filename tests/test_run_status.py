@@ -74,6 +74,7 @@ def _interrupt(args, env, workdir, condition, sig, log: Path) -> int:
                 proc.wait()
 
 
+@pytest.mark.timeout(2400)  # two smoke sweeps (~5 min on an idle 2-core box; far more on a loaded one)
 def test_sigint_marks_the_sweep_killed_and_resume_keeps_every_trial(ray_session, mlflow_server, workdir):
     name = "sigint-sweep"
     args, env = _sweep(ray_session, workdir, mlflow_server, name)
