@@ -46,6 +46,7 @@ _READ_BYTES = 1 << 20  # metrics.jsonl read per shipping round
 _PROBE_S = 2.0  # while the server is away: how often to knock
 _QUIET_S = 0.0  # check /health before a send when the last reply is older than this: a send into a dead
 # server would sit in urllib3's retries for minutes (harmless to training, but the outage would go unseen)
+_STALL_S = 5.0  # a send that has had no reply this long (urllib3 retrying a dead server) counts as an outage
 _BOOKKEEPING = ("step", "time")
 
 
@@ -281,6 +282,7 @@ class Tracker:
         self._next_probe = 0.0
         self._last_ok = time.monotonic()
         self._catching_up = False
+        self._busy_since: float | None = None  # when the shipper's current request started
         self._owns_status = True  # end() sets the run's status (not for a run logged into with reopen=False)
         self._state: dict[str, Any] = {"sent_bytes": 0, "sent_points": 0, "outages": 0, "down_s": 0.0,
                                        "replayed_points": 0, "status": None, "pending_ops": []}
@@ -401,6 +403,9 @@ class Tracker:
         self._file.flush()
         self._start_shipper()
         self._wake.set()
+        busy = self._busy_since
+        if busy is not None and self._down_since is None and time.monotonic() - busy > _STALL_S:
+            self._mark_down(f"no reply for {time.monotonic() - busy:.0f} s")  # cheap: state and one log line
         if self._thread is not None and self.cfg.train.steps > 0 and int(step) >= self.cfg.train.steps:
             self.flush(self.cfg.tracking.flush_timeout_s)
 
@@ -505,18 +510,27 @@ class Tracker:
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self.uri)
-        _send_ops(self._client, self.run_id, self._ops, terminate=False)
-        path = self._metrics_path()
-        while path is not None:
-            offset, points = _send_lines(self._client, self.run_id, path, self._state["sent_bytes"])
-            if offset == self._state["sent_bytes"]:
-                break
-            with self._lock:
-                self._state["sent_bytes"], self._state["sent_points"] = offset, self._state["sent_points"] + points
-            if self._catching_up:
-                self._state["replayed_points"] += points
-        if self._caught_up_metrics():
-            _send_ops(self._client, self.run_id, self._ops, terminate=True)
+        self._busy_since = time.monotonic()
+        try:
+            _send_ops(self._client, self.run_id, self._ops, terminate=False)
+            path = self._metrics_path()
+            while path is not None:
+                offset, points = _send_lines(self._client, self.run_id, path, self._state["sent_bytes"])
+                if offset == self._state["sent_bytes"]:
+                    break
+                if self._down_since is not None:  # a request that outlived an outage (urllib3's retries)
+                    self._mark_back()
+                with self._lock:
+                    self._state["sent_bytes"], self._state["sent_points"] = offset, self._state["sent_points"] + points
+                if self._catching_up:
+                    self._state["replayed_points"] += points
+                self._busy_since = time.monotonic()
+            if self._caught_up_metrics():
+                _send_ops(self._client, self.run_id, self._ops, terminate=True)
+        finally:
+            self._busy_since = None
+        if self._down_since is not None:
+            self._mark_back()
         self._mark_up()
 
     def _caught_up_metrics(self) -> bool:
