@@ -38,6 +38,9 @@ _NOT_IDENTITY = (
     "train.resources_per_worker",
     "train.accelerator_type",
     "train.resource_timeout_s",
+    "train.report_every",
+    "train.parallelism",  # full state dicts: a run resumes under either parallelism
+    "train.activation_checkpointing",
     "train.fail_at_step",
     "train.max_failures",
     "train.log_every",

@@ -73,10 +73,12 @@ def _checkpoints(s3) -> list[str]:
 
 
 def _kill_a_training_node(cluster: FakeCluster, s3, stop: threading.Event, killed: list) -> None:
-    """Once a trial has a checkpoint in S3, kill the raylet of a node running one of its Train workers."""
+    """Once every running trial has a checkpoint in S3, kill the raylet of a node running a Train worker
+    (whichever trial it serves must then resume from its checkpoint, not from step 0)."""
     while not stop.is_set():
-        if _checkpoints(s3):
-            for node in _train_worker_nodes(cluster.dashboard):
+        nodes = _train_worker_nodes(cluster.dashboard)
+        if nodes and len(_checkpoints(s3)) >= len(nodes):
+            for node in nodes:
                 pid = _raylet_of(cluster, node)
                 if pid is not None:
                     os.kill(pid, signal.SIGKILL)
