@@ -28,8 +28,8 @@ import pyarrow as pa
 
 from arvid_ray import schemas as S
 from arvid_ray import storage as st
-from arvid_ray.storage import resolve_videos_path
 from arvid_ray.config import ExperimentConfig, IngestConfig, StorageConfig
+from arvid_ray.storage import resolve_videos_path
 from arvid_ray.video.probe import REASONS, Rejected, VideoInfo, probe
 
 __all__ = ["ingest", "IngestSummary", "list_inputs", "video_id_of", "resolve_videos_path",
@@ -260,16 +260,15 @@ def _write_text(filesystem, path: str, text: str) -> None:
 
 
 def _placement(uris: list[str]) -> dict[str, Any]:
-    """Ray remote args for tasks that open ``uris``: local paths exist only on the driver's machine, so
-    those tasks are pinned to the driver's node (on a multi-node cluster the default SPREAD would send
-    them to nodes where every file is 'unreadable'); remote URIs may be read from any node."""
+    """Placement of tasks that open ``uris``: local paths exist only on the driver's machine, so those
+    tasks (and the Parquet writes fused into them) are pinned to the driver's node by its node-id label
+    (on a multi-node cluster the default SPREAD would send them to nodes where every file is
+    'unreadable'); remote URIs may be read from any node."""
     if all(st.is_remote(u) for u in uris):
         return {}
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    node = ray.get_runtime_context().get_node_id()
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node, soft=False)}
+    return {"label_selector": {"ray.io/node-id": ray.get_runtime_context().get_node_id()}}
 
 
 def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: ExperimentConfig, progress: bool,
@@ -283,13 +282,13 @@ def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: Experime
     ds = ray.data.from_items([asdict(i) for i in inputs], override_num_blocks=max(1, min(len(inputs), 256)))
     ds = ds.map_batches(_ingest_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
                         fn_kwargs={"cfg_dict": cfg.to_dict(), "tally": tally,
-                                   "filesystems": filesystems}, **_placement([i.uri for i in inputs]))
+                                   "filesystems": filesystems}, **_placement([i.uri for i in inputs] + [out_uri]))
     errors: list[BaseException] = []
 
     def write() -> None:
         try:
             ds.write_parquet(videos_path, filesystem=filesystem, min_bytes_per_file=S.VIDEOS_FILE_BYTES,
-                             row_group_size=S.VIDEOS_ROW_GROUP_ROWS, ray_remote_args=_placement([out_uri]))
+                             row_group_size=S.VIDEOS_ROW_GROUP_ROWS)
         except BaseException as exc:  # noqa: BLE001 - re-raised on the driver thread below
             errors.append(exc)
 

@@ -67,18 +67,21 @@ def _raylet_of(cluster: FakeCluster, node_id: str) -> int | None:
 
 
 def _checkpoints(s3) -> list[str]:
+    """Train runs under the storage root with a registered checkpoint (Ray Train's controller writes its
+    checkpoint-manager snapshot once a reported checkpoint is committed)."""
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="rf/runs/")
-    return sorted({k["Key"].split("/checkpoint_")[0] for p in pages for k in p.get("Contents", [])
-                   if "/checkpoint_" in k["Key"]})
+    return sorted({k["Key"].rsplit("/", 1)[0] for p in pages for k in p.get("Contents", [])
+                   if k["Key"].endswith("/checkpoint_manager_snapshot.json")})
 
 
-def _kill_a_training_node(cluster: FakeCluster, s3, stop: threading.Event, killed: list) -> None:
-    """Once every running trial has a checkpoint in S3, kill the raylet of a node running a Train worker
-    (whichever trial it serves must then resume from its checkpoint, not from step 0)."""
+def _kill_a_training_node(cluster: FakeCluster, s3, stop: threading.Event, killed: list, trials: int = 2) -> None:
+    """Once every trial of the sweep has a checkpoint in S3 (and Ray Train has had a few seconds to
+    register it), kill the raylet of a node running a Train worker: whichever trial it serves must then
+    resume from its checkpoint, not from step 0."""
     while not stop.is_set():
-        nodes = _train_worker_nodes(cluster.dashboard)
-        if nodes and len(_checkpoints(s3)) >= len(nodes):
-            for node in nodes:
+        if len(_checkpoints(s3)) >= trials and _train_worker_nodes(cluster.dashboard):
+            stop.wait(5.0)
+            for node in _train_worker_nodes(cluster.dashboard):
                 pid = _raylet_of(cluster, node)
                 if pid is not None:
                     os.kill(pid, signal.SIGKILL)
@@ -134,8 +137,8 @@ def test_sweep_on_autoscaling_cluster_with_private_driver_disk(s3_server, mlflow
             [(r.info.run_name, r.info.status) for r in trial_runs]
         assert all("eval/fd_synthc3d" in r.data.metrics for r in trial_runs)
         # the killed trial resumed from its checkpoint (tagged by rank 0 of the new attempt)
-        assert any(r.data.tags.get("arvid.resumed_from", "").find("checkpoint_") >= 0 for r in trial_runs), \
-            out[-4000:]
+        resumed = [r.data.tags["arvid.resumed_from"] for r in trial_runs if "arvid.resumed_from" in r.data.tags]
+        assert resumed and all(f"{BUCKET}/rf/runs/" in t and "/step_" in t for t in resumed), (resumed, out[-4000:])
         # trial workers ran on autoscaled GPU worker nodes, and the cluster scaled back down afterwards
         assert "gpu_worker" in (Path(cluster.temp_dir) / "session_latest" / "logs" / "monitor.log").read_text()
         deadline = time.time() + 120
