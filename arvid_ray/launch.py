@@ -299,5 +299,3 @@ def launch(cfg: ExperimentConfig, datasets: dict[str, Any] | None = None) -> Lau
         mlflow_run_id=run_id,
     )
 
-
-storage_root = train_storage  # former name (callers from before the storage root existed)

@@ -185,8 +185,10 @@ def check_resumable(cfg: ExperimentConfig) -> None:
     from arvid_ray.train import checkpoint as ckpt
 
     cfg = launch.resolve_for_workers(cfg)
-    root = launch.storage_root(cfg)
-    if "://" in root:
+    from arvid_ray import storage as st
+
+    root = launch.train_storage(cfg)
+    if st.is_remote(root):
         return  # remote storage: the worker's own load refuses it
     for where in (Path(root) / cfg.train.run_name, trial_run_dir(cfg) / "checkpoints"):
         latest = ckpt.latest_checkpoint(where)
