@@ -112,9 +112,12 @@ class _Evil:
         return (print, ("this would run code",))
 
 
-def test_evaluate_logs_its_own_run_and_a_refused_checkpoint_stops_at_once(mlflow_server, tmp_path, capsys,
-                                                                         monkeypatch):
-    """evaluate with changed settings → a new evaluation run; a tampered checkpoint → exit 2, one line."""
+def test_evaluate_logs_its_own_run_and_a_refused_checkpoint_stops_at_once(ray_session, mlflow_server, tmp_path,
+                                                                         capsys, monkeypatch):
+    """evaluate with changed settings → a new evaluation run; a tampered checkpoint → exit 2, one line.
+
+    With Ray up, the evaluation is a Ray task: its worker never saw this process's MLFLOW_TRACKING_URI
+    (set below, after Ray started), so the driver must resolve the server for it."""
     import torch
     from mlflow import MlflowClient
 
@@ -158,6 +161,12 @@ def test_evaluate_logs_its_own_run_and_a_refused_checkpoint_stops_at_once(mlflow
     assert "samples/sample_00.mp4" in {a.path for a in client.list_artifacts(ev.info.run_id, "samples")}
 
     torch.save({"weights": _Evil()}, ckpt / "model.pt", pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    import arvid_ray.launch as launch_mod
+
+    started: list[str] = []
+    for name in ("_init_local_ray", "_start_tracking", "build_trainer", "_launch_local"):
+        monkeypatch.setattr(launch_mod, name, lambda *a, _n=name, **k: started.append(_n) or (_ for _ in ()).throw(
+            AssertionError(f"{_n} ran for a refused checkpoint")))
     capsys.readouterr()
     code = main(["train", f"experiment.workdir={work}", "experiment.name=eval-own-run", "train.run_name=trained",
                  "model.preset=debug", "data.resolution=32", "tokenizer.name=fsq", "train.num_workers=1",
@@ -167,6 +176,4 @@ def test_evaluate_logs_its_own_run_and_a_refused_checkpoint_stops_at_once(mlflow
     lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line]
     assert len(lines) == 1 and str(ckpt / "model.pt") in lines[0] and "Way out" in lines[0], err
     assert "Traceback" not in err
-    import sys as _sys
-
-    assert "ray" not in _sys.modules or not _sys.modules["ray"].is_initialized()  # refused before any worker
+    assert started == [], started  # refused before Ray, tracking or any worker
