@@ -266,8 +266,12 @@ class Tracker:
         self.cfg = cfg
         self.enabled = cfg.tracking.enabled if enabled is None else enabled
         self.uri = resolve_tracking_uri(cfg) if self.enabled else None
-        self.remote_dir = str(run_dir) if run_dir is not None and "://" in str(run_dir) else None
-        self.run_dir = self._spool(self.remote_dir) if self.remote_dir else Path(run_dir) if run_dir else None
+        from arvid_ray import storage
+
+        where = None if run_dir is None else str(run_dir)
+        self.remote_dir = where if where is not None and storage.is_remote(where) else None
+        self.run_dir = (self._spool(self.remote_dir) if self.remote_dir
+                        else Path(storage.absolute(where)) if where is not None else None)
         self.run_id: str | None = None
         self._client = None
         self._monitor = None
@@ -677,7 +681,9 @@ def end_run(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> Non
 def end_open_run(run_dir: str | Path, status: str) -> None:
     """End the MLflow run a run directory's journal names, if it is still RUNNING (a driver that died or
     was interrupted before its workers could say so); never fails."""
-    state = read_journal(run_dir) if "://" not in str(run_dir) else {}
+    from arvid_ray import storage
+
+    state = {} if storage.is_remote(str(run_dir)) else read_journal(storage.absolute(str(run_dir)))
     if not state.get("run_id") or not state.get("uri") or _reachable(state["uri"]) is not None:
         return
     try:
@@ -734,8 +740,11 @@ def sync_run(run_dir: str | Path, uri: str | None = None, *, replay_all: bool = 
 
 def tracking_summary(run_dir: str | Path) -> str:
     """One plain line on whether MLflow has everything of this run; '' when nothing went wrong."""
-    if "://" in str(run_dir):
+    from arvid_ray import storage
+
+    if storage.is_remote(str(run_dir)):
         return ""  # a remote run directory: the tracker's own log lines say it
+    run_dir = storage.absolute(str(run_dir))
     state = read_journal(run_dir)
     if not state:
         return ""

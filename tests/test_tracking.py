@@ -99,6 +99,18 @@ def test_disabled_tracking_is_a_no_op_but_keeps_the_jsonl(tmp_path):
     assert not list(tmp_path.glob("*.db"))
 
 
+def test_a_file_uri_run_dir_is_the_local_directory(tmp_path):
+    """file:///x is local: the journal and metrics.jsonl go to /x itself, not to a spooled temp copy."""
+    from arvid_ray.tracking import tracking_summary
+
+    tracker = Tracker(_cfg(None, **{"tracking.enabled": False}), f"file://{tmp_path}")
+    assert tracker.remote_dir is None and tracker.run_dir == tmp_path
+    tracker.log_metrics({"train/loss": 1.0}, step=1)
+    tracker.end()
+    assert len(read_metrics_jsonl(tmp_path)) == 1
+    assert tracking_summary(f"file://{tmp_path}") == tracking_summary(tmp_path)
+
+
 def test_default_uri_is_an_absolute_sqlite_file(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
