@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -29,26 +26,10 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
     os.environ.setdefault(_key, _value)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments" / "benchmarks"))
+from bench_tracking import MlflowServer, free_port, wait_http  # noqa: E402 - the one copy of the server helpers
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status < 500:
-                    return
-        except Exception:
-            time.sleep(0.5)
-    raise RuntimeError(f"server at {url} did not come up within {timeout}s")
+__all__ = ["free_port", "wait_http"]
 
 
 @pytest.fixture()
@@ -77,26 +58,11 @@ def ray_session():
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with a sqlite backend; yields its tracking URI."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    uri = f"http://127.0.0.1:{port}"
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()  # waits up to 300 s: a slow import
     try:
-        _wait_http(uri + "/health", 300, proc)  # importing mlflow is slow on a loaded 2-core box
-        yield uri
+        yield server.uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.kill()
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +76,7 @@ def s3_server():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(endpoint + "/moto-api/", 60, proc)
+        wait_http(endpoint + "/moto-api/", proc, 60)
         yield endpoint
     finally:
         proc.terminate()

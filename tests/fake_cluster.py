@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,16 +21,11 @@ import time
 from pathlib import Path
 
 import yaml
+from conftest import free_port
 
 HEAD_CPUS = 4  # logical CPUs: sweep driver + trial drivers + Ray Data decode (RAY_NOTES.md: never starve Data)
 WORKER_CPUS = 2
 HEAD_NODE_ID = "f" * 51 + "00000"  # the fake provider's id for the head (workers count up from 00001)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pids_with(needle: str) -> list[int]:
@@ -56,8 +50,8 @@ class FakeCluster:
         self.idle_timeout_minutes = idle_timeout_minutes
         self.env = dict(env or {})
         self.temp_dir = tempfile.mkdtemp(prefix="arvfc-", dir="/tmp")  # short: raylet socket paths < 108 chars
-        self.gcs_port = _free_port()
-        self.dashboard_port = _free_port()
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.gcs_port}"
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.log = Path(self.temp_dir) / "start.log"
@@ -105,8 +99,8 @@ class FakeCluster:
                f"--num-cpus={HEAD_CPUS}", "--num-gpus=0", f"--resources={json.dumps({'arvid_driver': 100})}",
                f"--autoscaling-config={cfg_path}", "--include-dashboard=true",
                "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-               f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
-               f"--metrics-export-port={_free_port()}", "--disable-usage-stats"]
+               f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+               f"--metrics-export-port={free_port()}", "--disable-usage-stats"]
         try:
             with open(self.log, "w") as log:
                 proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300)

@@ -12,11 +12,11 @@ turns a rounding difference of a tiny gradient entry into at most ~lr per step).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.train import parallel
@@ -110,12 +110,6 @@ def _two_rank_main(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _assert_same(a: dict, b: dict, what: str) -> None:
     assert a.keys() == b.keys(), what
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
@@ -125,7 +119,7 @@ def _assert_same(a: dict, b: dict, what: str) -> None:
 def test_ddp_and_fsdp_on_two_gloo_ranks_equal_one_rank_and_checkpoints_resume_at_any_world_size(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_two_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_two_rank_main, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     one, one_state = _train(CFG, root=tmp_path / "one")
     for kind in ("ddp", "fsdp"):
         _assert_same(torch.load(tmp_path / f"{kind}_final.pt", weights_only=True), one_state, f"{kind} x2 vs x1")

@@ -11,7 +11,8 @@
   server` on PostgreSQL (Debian's server, started here on 127.0.0.1 with initdb in a temp dir) and on
   sqlite: lost points and errors per backend, batches/s, ``RATIO load_postgres_over_sqlite_batches_per_s``.
 
-Also used by tests/test_tracking_server.py (``train-run`` child mode, ``PostgresServer``, ``MlflowServer``).
+Also used by the tests (``train-run`` child mode, ``PostgresServer``, ``MlflowServer``, ``free_port``,
+``wait_http``: tests/conftest.py takes its server helpers from here).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until ``url`` answers below 500; fails at once when ``proc`` (the server) exits."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -71,7 +73,7 @@ class MlflowServer:
              "--workers", str(self.workers)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        _wait_http(self.uri + "/health", self.proc)
+        wait_http(self.uri + "/health", self.proc)
         return self
 
     def kill(self) -> None:
