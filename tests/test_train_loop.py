@@ -114,21 +114,27 @@ def test_golden_loss_trace():
     assert losses == pytest.approx(golden, rel=2e-3, abs=2e-3)
 
 
-def test_resume_gives_identical_losses(tmp_path):
-    cfg = BASE.replace(**{"train.steps": 10, "train.ckpt_every": 4, "model.cfg_dropout": 0.3})
-    full = train_loop(cfg, cycle(pattern_batches)).losses
+def _interrupted_at(step: int, cfg: ExperimentConfig, source, run_dir: Path):
+    """Train until an exception at the end of ``step``; returns (the reporter, its latest checkpoint)."""
 
     class Stop(Exception):
         pass
 
-    def stop_at_6(step):
-        if step == 6:
+    def stop(at: int) -> None:
+        if at == step:
             raise Stop
 
-    reporter = LocalReporter(Tracker(cfg, tmp_path), tmp_path / "checkpoints", keep=2)
+    reporter = LocalReporter(Tracker(cfg, run_dir), run_dir / "checkpoints", keep=2)
     with pytest.raises(Stop):
-        train_loop(cfg, cycle(pattern_batches), reporter=reporter, on_step_end=stop_at_6)
-    resume = latest_checkpoint(tmp_path / "checkpoints")
+        train_loop(cfg, cycle(source), reporter=reporter, on_step_end=stop)
+    return reporter, latest_checkpoint(run_dir / "checkpoints")
+
+
+def test_resume_gives_identical_losses(tmp_path):
+    cfg = BASE.replace(**{"train.steps": 10, "train.ckpt_every": 4, "model.cfg_dropout": 0.3})
+    full = train_loop(cfg, cycle(pattern_batches)).losses
+
+    reporter, resume = _interrupted_at(6, cfg, pattern_batches, tmp_path)
     assert resume.name == "step_0000004"
     resumed = train_loop(cfg, cycle(pattern_batches), reporter=reporter, resume_from=resume)
     assert resumed.steps == list(range(5, 11))
@@ -181,17 +187,7 @@ def test_resume_seeks_the_data_instead_of_re_reading_it_and_continues_the_cost_m
     full = train_loop(cfg, cycle(seekable))
     full_reads, reads[:] = list(reads), []
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_5(step):
-        if step == 5:
-            raise Stop
-
-    reporter = LocalReporter(Tracker(cfg, tmp_path), tmp_path / "checkpoints", keep=2)
-    with pytest.raises(Stop):
-        train_loop(cfg, cycle(seekable), reporter=reporter, on_step_end=stop_at_5)
-    resume = latest_checkpoint(tmp_path / "checkpoints")
+    reporter, resume = _interrupted_at(5, cfg, seekable, tmp_path)
     saved = load_checkpoint(resume, cfg)
     assert resume.name == "step_0000003" and saved.data == {"epoch": 0, "offset": 6, "world": 1}
     reads.clear()
