@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 # Modules allowed to import each framework (DESIGN.md). Paths are relative module names.
 RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "evaluate", "preflight",
           "console"}  # console: quiets the frameworks' own logging where Ray starts
-MLFLOW_OK = {"tracking", "sweep"}
+MLFLOW_OK = {"tracking.tracker", "tracking.journal", "tracking.server", "sweep"}  # the tracking package
 OPTUNA_OK = {"sweep", "console"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.

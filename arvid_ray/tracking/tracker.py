@@ -1,255 +1,44 @@
-"""MLflow tracking: the only module (besides the sweep's callback) that talks to MLflow.
-
-Design trade-off: tracking must never be the reason a training run stalls, dies or loses a point. A
-training step only appends a line to ``<run_dir>/metrics.jsonl`` (the run's own, plain record); a
-background *shipper* thread tails that file and sends what is new to MLflow, together with queued
-params, tags and artifacts. The file is the queue, so memory stays bounded however long the server is
-away; when it answers again the shipper simply carries on from the last byte MLflow acknowledged (the
-backlog is replayed into the same run, with the original timestamps, so a point sent twice is stored
-once). What MLflow has not acknowledged when the run ends is written to ``<run_dir>/tracking.json``
-(the journal: run id, acknowledged offset, pending operations, final status) and ``arvid-ray sync
-RUN_DIR`` puts it in later. The cost is a second copy of every metric on disk and a thread per run.
-
-Every MLflow call uses ``MlflowClient`` with an explicit run id (no global "active run"), so a sweep
-driver, a Train worker and an evaluation can log into different runs from one process. Only rank 0
-creates a Tracker with MLflow enabled; other ranks get none.
-"""
+"""``Tracker``: one MLflow run fed from the run directory's metrics.jsonl by a background shipper."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import re
 import shutil
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from arvid_ray.config import ExperimentConfig
+from arvid_ray.tracking.journal import (
+    JOURNAL_FILE,
+    METRICS_FILE,
+    read_journal,
+    send_lines,
+    send_ops,
+    tracking_summary,
+    write_journal,
+)
+from arvid_ray.tracking.server import (
+    RUN_NAME_TAG,
+    param_value,
+    config_params,
+    experiment_id,
+    mask_uri,
+    reachable,
+    resolve_tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Tracker", "resolve_tracking_uri", "end_run", "read_metrics_jsonl", "ui_hint", "RUN_NAME_TAG",
-           "mask_uri", "config_params",
-           "sync_run", "tracking_summary", "read_journal", "end_open_run", "METRICS_FILE", "JOURNAL_FILE"]
-
 _STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
-RUN_NAME_TAG = "arvid.run_name"  # the stable training-run name; a re-launch resumes the run carrying it
-METRICS_FILE = "metrics.jsonl"
-JOURNAL_FILE = "tracking.json"
-_READ_BYTES = 1 << 20  # metrics.jsonl read per shipping round
 _PROBE_S = 2.0  # while the server is away: how often to knock
 _QUIET_S = 0.0  # check /health before a send when the last reply is older than this: a send into a dead
 # server would sit in urllib3's retries for minutes (harmless to training, but the outage would go unseen)
 _STALL_S = 5.0  # a send that has had no reply this long (urllib3 retrying a dead server) counts as an outage
-_BOOKKEEPING = ("step", "time")
-
-
-def resolve_tracking_uri(cfg: ExperimentConfig) -> str:
-    """cfg.tracking.uri, else MLFLOW_TRACKING_URI, else an absolute sqlite file under the workdir.
-
-    Always absolute: Ray workers change directory, so a relative sqlite path would point elsewhere.
-    """
-    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).expanduser().resolve())
-        return uri
-    return f"sqlite:///{cfg.experiment.workdir_path() / 'mlruns.db'}"
-
-
-def ui_hint(uri: str) -> str:
-    """How to open the MLflow UI for ``uri``: a running server is opened in a browser (through an SSH
-    tunnel on a cluster); a local store (sqlite / directory) is served with ``mlflow ui``."""
-    if uri.startswith(("http://", "https://")):
-        return f"open {mask_uri(uri)} in a browser (tunnel the port first when it is on a remote head node)"
-    return f"mlflow ui --backend-store-uri {uri}"
-
-
-def _reachable(uri: str, timeout: float = 3.0) -> str | None:
-    """None if the tracking URI looks usable, else the reason (fast: no MLflow client retries)."""
-    if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as resp:
-                return None if resp.status < 500 else f"HTTP {resp.status}"
-        except Exception as exc:  # noqa: BLE001 - any network failure means unreachable
-            return f"{type(exc).__name__}: {exc}"
-    if uri.startswith("sqlite:///"):
-        parent = Path(uri[len("sqlite:///") :]).parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return f"cannot create {parent}: {exc}"
-    return None
-
-
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-# bookkeeping, not hyper-parameters: where things are stored and logged, how loud the console is
-TAG_PREFIXES = ("tracking.", "storage.", "experiment.workdir", "experiment.verbose", "train.storage_path",
-                "train.run_name")
-
-
-def mask_uri(text: str) -> str:
-    """``scheme://user:token@host/...`` → ``scheme://***@host/...`` anywhere in ``text``."""
-    return _USERINFO.sub(r"\g<scheme>***@", text)
-
-
-def _param_value(value: Any) -> str:
-    if isinstance(value, (dict, list, tuple)):
-        return mask_uri(json.dumps(value, sort_keys=True))
-    return mask_uri(str(value))
-
-
-def _accelerator_key(cfg: ExperimentConfig) -> str | None:
-    """The cost-table key of this run's accelerator; None when only the GPU workers can tell (a driver
-    without a GPU, cost.accelerator=auto). Matches the table's own keys (longest first: H200 before H20)."""
-    if cfg.cost.accelerator != "auto":
-        return cfg.cost.accelerator
-    if not cfg.train.use_gpu:
-        return "cpu"
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name(0).upper()
-    keys = sorted({*cfg.cost.price_per_hour, *cfg.cost.peak_tflops}, key=len, reverse=True)
-    return next((k for k in keys if k != "cpu" and k.upper() in name), name)
-
-
-def config_params(cfg: ExperimentConfig) -> tuple[dict[str, str], dict[str, str]]:
-    """(params, tags) of a run: the flattened config as hyper-parameters, bookkeeping fields as tags.
-
-    The price and peak tables are reduced to this run's accelerator (``cost.price_per_hour`` = its USD/h,
-    ``cost.peak_tflops`` = its peak); URIs never carry credentials (user:token@ is masked)."""
-    flat = cfg.to_flat()
-    acc = _accelerator_key(cfg)
-    for table in ("cost.price_per_hour", "cost.peak_tflops"):
-        entries = flat.pop(table, {}) or {}
-        if acc is not None:
-            flat[table] = entries.get(acc, "none")
-    if acc is not None and cfg.cost.accelerator == "auto":
-        flat["cost.accelerator"] = f"auto ({acc})"
-    params, tags = {}, {}
-    for key, value in flat.items():
-        if key.startswith(TAG_PREFIXES):
-            if value is not None:  # an unset bookkeeping field says nothing
-                tags[key] = _param_value(value)[:6000]
-        else:
-            params[key] = _param_value(value)[:6000]
-    return params, tags
-
-
-def read_metrics_jsonl(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The metrics a run kept locally, one dict per logged step."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_journal(run_dir: str | Path) -> dict[str, Any]:
-    """The run directory's tracking journal ({} when there is none)."""
-    path = Path(run_dir) / JOURNAL_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_journal(run_dir: Path, state: Mapping[str, Any]) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / f".{JOURNAL_FILE}.{os.getpid()}.{threading.get_ident()}"
-    tmp.write_text(json.dumps(dict(state), indent=1, default=str))
-    os.replace(tmp, run_dir / JOURNAL_FILE)
-
-
-# ------------------------------------------------------------------------------------------ sending
-def _rejected(exc: BaseException) -> bool:
-    """A request MLflow refused on its merits (4xx: e.g. changing a param) — resending cannot help."""
-    from mlflow.exceptions import MlflowException
-
-    if not isinstance(exc, MlflowException):
-        return False
-    try:
-        return 400 <= int(exc.get_http_status_code()) < 500
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _apply(client, run_id: str, op: Mapping[str, Any]) -> None:
-    """Carry out one journaled operation (params, tags, artifact(s), terminate) on ``run_id``."""
-    from mlflow.entities import Param, RunTag
-
-    kind = op["op"]
-    if kind == "params":
-        items = [Param(k, v) for k, v in op["params"].items()]
-        for i in range(0, len(items), 100):  # MLflow's per-batch limit
-            client.log_batch(run_id, params=items[i : i + 100])
-    elif kind == "tags":
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in op["tags"].items()])
-    elif kind == "artifact":
-        if Path(op["path"]).exists():
-            client.log_artifact(run_id, op["path"], op.get("artifact_path"))
-    elif kind == "artifacts":
-        if Path(op["path"]).is_dir():
-            client.log_artifacts(run_id, op["path"], op.get("artifact_path"))
-    elif kind == "terminate":
-        client.set_terminated(run_id, status=op["status"], end_time=op.get("end_time"))
-    else:
-        raise ValueError(f"unknown tracking operation {kind!r}")
-
-
-def _send_ops(client, run_id: str, ops: list[dict[str, Any]], *, terminate: bool) -> int:
-    """Send queued operations in order (popping each once done); the terminate op only when
-    ``terminate``. A refused operation is dropped with a warning. Returns how many were sent."""
-    sent = 0
-    while ops and (terminate or ops[0]["op"] != "terminate"):
-        try:
-            _apply(client, run_id, ops[0])
-        except Exception as exc:  # noqa: BLE001
-            if not _rejected(exc):
-                raise
-            log.warning("MLflow refused %s for run %s: %s", ops[0]["op"], run_id, str(exc).splitlines()[0])
-        ops.pop(0)
-        sent += 1
-    return sent
-
-
-def _send_lines(client, run_id: str, path: Path, offset: int) -> tuple[int, int]:
-    """Send the complete metrics.jsonl lines after byte ``offset``; returns (new offset, points sent).
-
-    Timestamps are the ones recorded in the file, so a replayed point equals the original and MLflow
-    stores it once."""
-    from mlflow.entities import Metric
-
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            chunk = f.read(_READ_BYTES)
-    except FileNotFoundError:
-        return offset, 0
-    end = chunk.rfind(b"\n") + 1  # only whole lines: the writer may be half-way through one
-    if end == 0:
-        return offset, 0
-    items = []
-    for line in chunk[:end].splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError:  # a torn line from a killed writer: skip it, keep the rest
-            continue
-        ms, step = int(round(float(rec.get("time", time.time())) * 1000)), int(rec.get("step", 0))
-        items += [Metric(k, float(v), ms, step) for k, v in rec.items()
-                  if k not in _BOOKKEEPING and isinstance(v, (int, float))]
-    for i in range(0, len(items), 1000):
-        client.log_batch(run_id, metrics=items[i : i + 1000])
-    return offset + end, len(items)
 
 
 class Tracker:
@@ -312,7 +101,7 @@ class Tracker:
             all_tags["mlflow.parentRunId"] = self.cfg.tracking.parent_run_id
         self._state.update(uri=self.uri, experiment=self.cfg.experiment.name, run_name=run_name, tags=all_tags)
         resume_id = run_id or self.cfg.tracking.run_id
-        reason = _reachable(self.uri)
+        reason = reachable(self.uri)
         if reason is not None:
             return self._offline(f"tracking server {self.uri} is unreachable ({reason})", resume_id)
         try:
@@ -388,7 +177,7 @@ class Tracker:
     # ---------------------------------------------------------------------------------- logging
     def log_params(self, params: Mapping[str, Any] | None = None) -> None:
         """Log params (default: the resolved config's hyper-parameters, see ``config_params``)."""
-        items = ({k: _param_value(v)[:6000] for k, v in params.items()} if params is not None
+        items = ({k: param_value(v)[:6000] for k, v in params.items()} if params is not None
                  else config_params(self.cfg)[0])
         self._queue({"op": "params", "params": items})
 
@@ -504,7 +293,7 @@ class Tracker:
         if self._caught_up():
             return  # nothing to send: no request, so an idle run never knocks
         if self._down_since is not None or now - self._last_ok > _QUIET_S:
-            reason = _reachable(self.uri, timeout=2.0)
+            reason = reachable(self.uri, timeout=2.0)
             if reason is not None:
                 self._mark_down(reason)
                 return
@@ -516,10 +305,10 @@ class Tracker:
             self._client = MlflowClient(tracking_uri=self.uri)
         self._busy_since = time.monotonic()
         try:
-            _send_ops(self._client, self.run_id, self._ops, terminate=False)
+            send_ops(self._client, self.run_id, self._ops, terminate=False)
             path = self._metrics_path()
             while path is not None:
-                offset, points = _send_lines(self._client, self.run_id, path, self._state["sent_bytes"])
+                offset, points = send_lines(self._client, self.run_id, path, self._state["sent_bytes"])
                 if offset == self._state["sent_bytes"]:
                     break
                 if self._down_since is not None:  # a request that outlived an outage (urllib3's retries)
@@ -530,7 +319,7 @@ class Tracker:
                     self._state["replayed_points"] += points
                 self._busy_since = time.monotonic()
             if self._caught_up_metrics():
-                _send_ops(self._client, self.run_id, self._ops, terminate=True)
+                send_ops(self._client, self.run_id, self._ops, terminate=True)
         finally:
             self._busy_since = None
         if self._down_since is not None:
@@ -605,7 +394,7 @@ class Tracker:
             state = {**self._state, "run_id": self.run_id, "pending_ops": list(self._ops),
                      "written_bytes": path.stat().st_size if path.exists() else 0, "updated": time.time()}
         try:
-            _write_journal(self.run_dir, state)
+            write_journal(self.run_dir, state)
             if self.remote_dir:
                 self._mirror()
         except OSError as exc:
@@ -631,7 +420,7 @@ class Tracker:
 
     # ---------------------------------------------------------------------------------- internals
     def _experiment_id(self) -> str:
-        return _experiment_id(self._client, self.cfg.experiment.name)
+        return experiment_id(self._client, self.cfg.experiment.name)
 
     def _find_by_name(self, run_name: str) -> str | None:
         found = self._client.search_runs(
@@ -655,118 +444,3 @@ class Tracker:
             self._monitor = None
 
 
-def _experiment_id(client, name: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        return client.create_experiment(name)
-    except Exception:  # another process created it first
-        exp = client.get_experiment_by_name(name)
-        if exp is None:
-            raise
-        return exp.experiment_id
-
-
-def end_run(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> None:
-    """End an existing run by id (e.g. a sweep's child run of a trial that ASHA stopped); never fails."""
-    from mlflow import MlflowClient
-
-    try:
-        MlflowClient(tracking_uri=resolve_tracking_uri(cfg)).set_terminated(run_id, status=status)
-    except Exception as exc:  # noqa: BLE001 - tracking must not kill the caller
-        log.warning("could not end MLflow run %s as %s: %s", run_id, status, exc)
-
-
-def end_open_run(run_dir: str | Path, status: str) -> None:
-    """End the MLflow run a run directory's journal names, if it is still RUNNING (a driver that died or
-    was interrupted before its workers could say so); never fails."""
-    from arvid_ray import storage
-
-    state = {} if storage.is_remote(str(run_dir)) else read_journal(storage.absolute(str(run_dir)))
-    if not state.get("run_id") or not state.get("uri") or _reachable(state["uri"]) is not None:
-        return
-    try:
-        from mlflow import MlflowClient
-
-        client = MlflowClient(tracking_uri=state["uri"])
-        if client.get_run(state["run_id"]).info.status == "RUNNING":
-            client.set_terminated(state["run_id"], status=status)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("could not end MLflow run %s as %s: %s", state["run_id"], status, exc)
-
-
-# ------------------------------------------------------------------------------------------ sync
-def sync_run(run_dir: str | Path, uri: str | None = None, *, replay_all: bool = False) -> dict[str, Any]:
-    """Put what a run directory holds and MLflow lacks into the run (``arvid-ray sync RUN_DIR``).
-
-    Creates the run first when it never reached MLflow (from the journal's experiment, name and tags).
-    ``replay_all`` resends every line (harmless: MLflow stores a point with the same timestamp once).
-    Returns {"run_id", "uri", "points", "ops", "status"}; raises when the server still does not answer.
-    """
-    from mlflow import MlflowClient
-
-    run_dir = Path(run_dir)
-    if not (run_dir / METRICS_FILE).exists() and not (run_dir / JOURNAL_FILE).exists():
-        raise FileNotFoundError(f"{run_dir} holds neither {METRICS_FILE} nor {JOURNAL_FILE}: not a run directory")
-    state = read_journal(run_dir)
-    uri = uri or state.get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        raise ValueError(f"{run_dir}/{JOURNAL_FILE} names no tracking server; pass --uri")
-    reason = _reachable(uri)
-    if reason is not None:
-        raise ConnectionError(f"tracking server {uri} is unreachable ({reason}); try again when it is up")
-    client = MlflowClient(tracking_uri=uri)
-    run_id = state.get("run_id")
-    if not run_id:
-        exp = _experiment_id(client, state.get("experiment") or "Default")
-        run_id = client.create_run(exp, tags=state.get("tags") or {}, run_name=state.get("run_name")).info.run_id
-    ops = list(state.get("pending_ops", []))
-    n_ops = _send_ops(client, run_id, ops, terminate=False)
-    offset, points = 0 if replay_all else int(state.get("sent_bytes", 0)), 0
-    while True:
-        new, sent = _send_lines(client, run_id, run_dir / METRICS_FILE, offset)
-        if new == offset:
-            break
-        offset, points = new, points + sent
-    n_ops += _send_ops(client, run_id, ops, terminate=True)
-    state.update(run_id=run_id, uri=uri, sent_bytes=offset, pending_ops=ops, synced=time.time(),
-                 sent_points=int(state.get("sent_points", 0)) + points,
-                 synced_points=int(state.get("synced_points", 0)) + points)
-    _write_journal(run_dir, state)
-    return {"run_id": run_id, "uri": uri, "points": points, "ops": n_ops,
-            "status": client.get_run(run_id).info.status}
-
-
-def tracking_summary(run_dir: str | Path) -> str:
-    """One plain line on whether MLflow has everything of this run; '' when nothing went wrong."""
-    from arvid_ray import storage
-
-    if storage.is_remote(str(run_dir)):
-        return ""  # a remote run directory: the tracker's own log lines say it
-    run_dir = storage.absolute(str(run_dir))
-    state = read_journal(run_dir)
-    if not state:
-        return ""
-    path = Path(run_dir) / METRICS_FILE
-    written = path.stat().st_size if path.exists() else 0
-    missing_bytes = max(0, written - int(state.get("sent_bytes", 0)))
-    pending = [op["op"] for op in state.get("pending_ops", [])]
-    run = state.get("run_id") or "(not created yet)"
-    if missing_bytes or pending:
-        lines = 0
-        if path.exists():
-            with open(path, "rb") as f:
-                f.seek(int(state.get("sent_bytes", 0)))
-                lines = sum(1 for line in f if line.strip())
-        what = " and ".join(filter(None, [
-            f"{lines} metrics.jsonl line(s)" if lines else "",
-            f"{len(pending)} pending operation(s) ({', '.join(sorted(set(pending)))})" if pending else ""]))
-        return (f"tracking INTERRUPTED: MLflow at {state.get('uri')} lacks {what} of run {run}; they are kept "
-                f"in {run_dir} — put them in with: arvid-ray sync {run_dir}")
-    if state.get("outages"):
-        replayed = int(state.get("replayed_points", 0)) + int(state.get("synced_points", 0))
-        return (f"tracking was interrupted ({state['outages']} outage(s), {float(state.get('down_s', 0)):.0f} s "
-                f"without MLflow); {replayed} metric points were replayed into run {run} afterwards; "
-                f"nothing is missing")
-    return ""
