@@ -111,8 +111,9 @@ def _client(uri: str):
 
 
 def _experiment_id(client, name: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+    from arvid_ray.tracking.server import experiment_id  # tolerates another process creating it first
+
+    return experiment_id(client, name)
 
 
 def _child_run(uri: str, experiment: str, parent_id: str, sweep: str, trial_id: str, role: str) -> str:
