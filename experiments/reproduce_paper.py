@@ -66,7 +66,8 @@ QUICK = ["train.steps=300", "train.warmup_steps=20", "synth.num_videos=256", "ev
          "eval.drift_videos=16", "eval.trajectory_videos=8", "eval.num_sample_videos=2"]
 SMOKE = ["model.preset=debug", "train.steps=6", "train.log_every=2", "train.ckpt_every=0",
          "train.global_batch_size=4", "data.batch_size=4", "synth.num_videos=32", "eval.num_videos=4",
-         "eval.num_sample_videos=1", "eval.drift_multipliers=[2]", "sweep.name=reproduce-smoke"]
+         "eval.num_sample_videos=1", "eval.drift_multipliers=[2]", "eval.drift_videos=4", "eval.trajectory_videos=2",
+         "sweep.name=reproduce-smoke", "sweep.max_concurrent_trials=2"]
 
 COLUMNS = [  # (header, metric key, format)
     ("quality FD-SynthC3D ↓", "eval/fd_synthc3d", "{:.2f}"),
@@ -282,6 +283,23 @@ def verdict(method: str, references: list[str], metric, key: str) -> list[str]:
     return out
 
 
+def select_rows(wanted: list[str] | None) -> list[tuple[str, dict]]:
+    """The table rows to run: all, or those named by index or exact name (in table order)."""
+    if not wanted:
+        return list(ROWS)
+    names = [name for name, _ in ROWS]
+    picked = set()
+    for item in wanted:
+        if item.isdigit() and int(item) < len(ROWS):
+            picked.add(int(item))
+        elif item in names:
+            picked.add(names.index(item))
+        else:
+            raise ValueError(f"--rows {item!r} is not a row: give an index 0-{len(ROWS) - 1} or one of "
+                             + ", ".join(repr(n) for n in names))
+    return [ROWS[i] for i in sorted(picked)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
@@ -290,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke-test", action="store_true")
     parser.add_argument("--quick", action="store_true",
                         help="the benchmark: one seed, fewer steps, smaller N (< 10 min on 2 cores); RATIO lines")
+    parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                        help="run only these table rows, by index (0 = baseline) or exact name; default all")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results", help="where the table's copy goes")
     parser.add_argument("--table-from-run", metavar="PARENT_RUN_ID", default=None,
@@ -305,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.table_from_run:
         return _table_from_run(args, cfg, argv)
-    table_rows = ROWS if args.smoke_test else [*ROWS, CONTROL]  # CI keeps to the six rows
+    try:
+        chosen = select_rows(args.rows)
+    except ValueError as exc:
+        print(f"reproduce_paper: {exc}", file=sys.stderr)
+        return 2
+    table_rows = chosen if args.smoke_test else [*chosen, CONTROL]  # the smoke test keeps to the table rows
     rows = [{**overrides, "experiment.seed": seed, "sweep_role": name} for name, overrides in table_rows
             for seed in args.seeds]
 
