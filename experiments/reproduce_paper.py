@@ -56,7 +56,7 @@ CONTROL = ("Broken control (baseline, frames shuffled at sampling)", {**ROWS[0][
 SCALES = {
     # 32 px (4x4 tokens per latent frame, 80 per clip: SynthC3D reads 32 px anyway) at lr 3e-3 and CFG 3, the
     # regime the 2026-12-01 probes found closest to the reachable floor on 2 cores; see RESULTS.md for why
-    "cpu": ["model.preset=debug", "data.resolution=32", "data.num_frames=17", "train.steps=1500", "train.lr=3e-3",
+    "cpu": ["model.preset=debug", "data.resolution=32", "data.num_frames=17", "train.steps=1200", "train.lr=3e-3",
             "train.warmup_steps=60", "synth.num_videos=512", "synth.second_object_prob=0.0",
             "sampling.cfg_scale=3.0", "eval.num_videos=64", "eval.drift_videos=32", "eval.drift_multipliers=[2,4]"],
     "paper": ["model.preset=B", "data.num_frames=17", "data.resolution=128", "train.use_gpu=true",
