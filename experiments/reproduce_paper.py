@@ -207,33 +207,66 @@ def control_lines(metric) -> list[str]:
     return out
 
 
+def _versus(m: list[float], b: list[float]) -> tuple[float, float, str]:
+    """(mean difference m - b, seed spread, 'within' | 'better' | 'worse' | 'one seed'); lower is better."""
+    diff, spread = _mean(m) - _mean(b), _spread(m, b)
+    if not math.isfinite(spread):
+        return diff, spread, "one seed"
+    return diff, spread, "within" if abs(diff) <= spread else ("better" if diff < 0 else "worse")
+
+
 def paper_verdicts(metric) -> list[str]:
-    """(a) the full method within the baseline's spread on FD and segment-4 trajectory error at <= 0.55x its
-    cost; (b) Fewer-Frames beyond the spread by segment 4. Said from the numbers, whichever way they fall."""
+    """(0) does the regime discriminate (baseline FD within 3x of fd_recon, the shuffled control worse by more
+    than 3x the seed spread)? (a) the full method within the baseline's spread (or better) on FD and
+    segment-4 trajectory error at <= 0.55x its cost; (b) Fewer-Frames worse than the baseline beyond the
+    spread by segment 4. Said from the numbers, whichever way they fall."""
     base, fewer, full = ROWS[0][0], ROWS[1][0], ROWS[-1][0]
     out = []
+    ratio = _mean(metric(base, "fd_over_recon"))
+    c, b = _finite(metric(CONTROL[0], COLUMNS[0][1])), _finite(metric(base, COLUMNS[0][1]))
+    if c and b:
+        diff, spread, _ = _versus(c, b)
+        sep = diff / spread if math.isfinite(spread) and spread > 0 else math.nan
+        ok = ratio <= 3 and math.isfinite(sep) and sep > 3
+        out.append(f"- (0) regime: baseline FD = {ratio:.2f}× fd_recon (bar ≤ 3×: {'met' if ratio <= 3 else 'not met'}); "
+                   f"shuffled control FD {_mean(c):.4g} vs baseline {_mean(b):.4g} ({diff:+.3g}"
+                   + (f" = {sep:+.1f}× the seed spread ±{spread:.2g}" if math.isfinite(sep) else "; one seed")
+                   + f"; bar > +3×: {'met' if math.isfinite(sep) and sep > 3 else 'not met'}) → the measure "
+                   + ("discriminates here." if ok else "does not discriminate at the issue's bar here."))
+    else:
+        out.append(f"- (0) regime: baseline FD = {ratio:.2f}× fd_recon; shuffled control not measured.")
     cost = _mean(metric(full, "cost/gpu_hours")) / _mean(metric(base, "cost/gpu_hours"))
-    parts = []
+    flops = _mean(metric(full, "cost/train_flops")) / _mean(metric(base, "cost/train_flops"))
+    parts, fails, undecided = [], [], False
+    if not cost <= 0.55:
+        fails.append(f"cost {cost:.2f}× > 0.55×")
     for key, name in ((COLUMNS[0][1], "FD"), ("eval/traj_error_seg4", "segment-4 trajectory error")):
         m, b = _finite(metric(full, key)), _finite(metric(base, key))
         if not m or not b:
             parts.append(f"{name}: not measured")
+            undecided = True
             continue
-        diff, spread = _mean(m) - _mean(b), _spread(m, b)
-        if not math.isfinite(spread):
+        diff, spread, word = _versus(m, b)
+        if word == "one seed":
             parts.append(f"{name} {diff:+.3g} (one seed: no spread)")
+            undecided = True
         else:
-            parts.append(f"{name} {diff:+.3g} {'within' if diff <= spread else 'outside'} ±{spread:.2g}")
-    flops = _mean(metric(full, "cost/train_flops")) / _mean(metric(base, "cost/train_flops"))
-    out.append(f"- (a) full method vs baseline at {cost:.2f}× its cost ({'≤' if cost <= 0.55 else '>'} 0.55×; "
-               f"{flops:.2f}× its train FLOPs): " + "; ".join(parts) + ".")
+            parts.append(f"{name} {diff:+.3g} " + ("within" if word == "within" else f"{word} beyond") + f" ±{spread:.2g}")
+            if word == "worse":
+                fails.append(f"{name} worse beyond the spread")
+    conclusion = (f"does not hold ({'; '.join(fails)})" if fails else
+                  "undecided (no seed spread)" if undecided else "holds")
+    out.append(f"- (a) full method vs baseline at {cost:.2f}× its cost in acc.-hours ({'≤' if cost <= 0.55 else '>'} "
+               f"0.55×; {flops:.2f}× its train FLOPs): " + "; ".join(parts) + f" → (a) {conclusion}.")
     f, b = _finite(metric(fewer, "eval/traj_error_seg4")), _finite(metric(base, "eval/traj_error_seg4"))
     if f and b:
-        diff, spread = _mean(f) - _mean(b), _spread(f, b)
-        word = ("one seed: no spread" if not math.isfinite(spread) else
-                "drifts beyond the spread" if diff > spread else "does not drift beyond the spread")
+        diff, spread, word = _versus(f, b)
+        text = {"one seed": "one seed: no spread, (b) undecided",
+                "worse": f"Fewer-Frames drifts beyond the spread ±{spread:.2g} → (b) holds",
+                "within": f"within the spread ±{spread:.2g} → (b) does not hold",
+                "better": f"Fewer-Frames drifts less than the baseline beyond the spread ±{spread:.2g} → (b) does not hold"}
         out.append(f"- (b) Fewer-Frames segment-4 trajectory error {_mean(f):.3g} vs baseline {_mean(b):.3g} "
-                   f"({diff:+.3g}): {word}" + (f" ±{spread:.2g}." if math.isfinite(spread) else "."))
+                   f"({diff:+.3g}): {text[word]}.")
     else:
         out.append("- (b) Fewer-Frames segment-4 trajectory error: not measured.")
     return out
