@@ -323,7 +323,7 @@ def run_load(uri: str, writers: int, batches: int, metrics_per_batch: int = 10) 
 
 
 def bench_load(quick: bool, args_workers: int = 2) -> None:
-    writers, batches = 16, (100 if quick else 500)
+    writers, batches = 16, (30 if quick else 500)
     rates = {}
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         backends = [("sqlite", None)]
