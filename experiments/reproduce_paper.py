@@ -238,7 +238,9 @@ def paper_verdicts(metric) -> list[str]:
     cost = _mean(metric(full, "cost/gpu_hours")) / _mean(metric(base, "cost/gpu_hours"))
     flops = _mean(metric(full, "cost/train_flops")) / _mean(metric(base, "cost/train_flops"))
     parts, fails, undecided = [], [], False
-    if not cost <= 0.55:
+    if not math.isfinite(cost):
+        undecided = True
+    elif cost > 0.55:
         fails.append(f"cost {cost:.2f}× > 0.55×")
     for key, name in ((COLUMNS[0][1], "FD"), ("eval/traj_error_seg4", "segment-4 trajectory error")):
         m, b = _finite(metric(full, key)), _finite(metric(base, key))
