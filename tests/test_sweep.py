@@ -9,13 +9,14 @@ import contextlib
 import io
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from arvid_ray.config import load_config
+from arvid_ray.config import ExperimentConfig, load_config
 from arvid_ray.search import pareto_front
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -117,6 +118,94 @@ def test_failed_trial_is_recorded_and_sweep_completes(ray_session, mlflow_server
     children = [r for r in runs if r.data.tags.get("arvid.role") == "search"]
     assert len(children) == 2 and all(r.info.status == "FAILED" for r in children)
     assert all("window is larger" in r.data.tags["arvid.error"] for r in children)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
+def test_mlflow_ui_shows_child_runs_in_a_browser(smoke_sweep, artifacts_dir):
+    client, runs = _runs(smoke_sweep["uri"], "smoke-e2e")
+    exp_id = runs[0].info.experiment_id
+    children = [r for r in runs if r.data.tags.get("arvid.role") in ("baseline", "search")]
+    shot = artifacts_dir / "mlflow_ui_smoke_sweep.png"
+    # the run-comparison view README's three clicks lead to: child runs side by side
+    ids = json.dumps([r.info.run_id for r in children]).replace(" ", "")
+    url = f"{smoke_sweep['uri']}/#/compare-runs?runs={ids}&experiments=[\"{exp_id}\"]"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={artifacts_dir / 'chromium-profile'}", "--window-size=1600,1000",
+             "--virtual-time-budget=20000"]
+    dom = subprocess.run(["chromium", *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    subprocess.run(["chromium", *flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    assert f"Comparing {len(children)} Runs" in dom.stdout
+    for child in children:
+        assert child.info.run_name in dom.stdout, f"run {child.info.run_name} not shown in the MLflow UI"
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and not line.startswith("| row") and len(cells) > 2:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_every_ablation_row_is_a_valid_config_and_rows_are_chosen_by_index_or_name():
+    """Each row's overrides make a config that passes validation (what running it would check first);
+    --rows picks rows in table order and refuses a name that is not a row."""
+    import reproduce_paper
+
+    for name, overrides in [*reproduce_paper.ROWS, reproduce_paper.CONTROL]:
+        base = load_config(None, [*reproduce_paper.SMOKE, *reproduce_paper.SCALES["cpu"]])
+        assert ExperimentConfig.from_flat(overrides, base=base), name
+    names = [name for name, _ in reproduce_paper.ROWS]
+    assert [n for n, _ in reproduce_paper.select_rows(["+ ReCo (full method)", "0"])] == [names[0], names[-1]]
+    assert reproduce_paper.select_rows(None) == reproduce_paper.ROWS
+    with pytest.raises(ValueError, match="not a row"):
+        reproduce_paper.select_rows(["ReCo"])
+    assert reproduce_paper.main(["--smoke-test", "--rows", "7"]) == 2  # before Ray or MLflow
+
+
+def test_reproduce_paper_smoke_writes_the_table_and_rebuilds_it_from_mlflow(
+        ray_session, mlflow_server, tmp_path, monkeypatch):
+    """Two rows (the suite's sweeps keep to 2 trials): baseline and the full method, numeric from the runs;
+    the rows not run are in the table as such, with 0 trials."""
+    import reproduce_paper
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    out = tmp_path / "results"
+    common = ["--smoke-test", "--out-dir", str(out), f"experiment.workdir={tmp_path / 'work'}",
+              "experiment.name=reproduce-smoke"]
+    assert reproduce_paper.main([*common, "--rows", "0", "5"]) == 0
+    (table_path,) = out.glob("paper_ablation_smoke_*.md")
+    table = table_path.read_text()
+    rows = _table_rows(table)
+    names = [name for name, _ in reproduce_paper.ROWS]
+    assert list(rows) == names
+    for name, cells in rows.items():
+        quality, drift2, warp, val_ce, hours = (cells[0], cells[2], cells[4], cells[5], cells[6])
+        if name in (names[0], names[-1]):
+            for cell in (quality, drift2, warp, val_ce, hours):
+                float(cell.split(" ± ")[0])  # numeric, from the run
+            assert cells[-1] == "1"
+        else:
+            assert quality == "—" and cells[-1] == "0", (name, cells)  # not run: said, never filled in
+        assert cells[1] == "—"  # no I3D given: no FVD column value, never a substitute
+    assert "N = 4 generated videos" in table and "seeds = [0]" in table
+    assert "What the runs say about the full method" in table
+
+    # the same table, rebuilt from the parent run's MLflow children without training
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("reproduce-smoke")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`arvid.role` = 'parent'")
+    assert parent.data.tags["arvid.command"].startswith("python experiments/reproduce_paper.py")
+    rebuilt_dir = tmp_path / "rebuilt"
+    assert reproduce_paper.main([*common[:1], "--out-dir", str(rebuilt_dir), *common[3:],
+                                 "--table-from-run", parent.info.run_id]) == 0
+    (rebuilt,) = rebuilt_dir.glob("paper_ablation_smoke_*.md")
+    assert _table_rows(rebuilt.read_text()) == rows
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
