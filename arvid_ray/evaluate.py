@@ -436,11 +436,9 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, *, out_di
         return _evaluate_job(cfg, checkpoint, out, run_id, training_run_id)
     import ray
 
-    from arvid_ray.tracking import resolve_tracking_uri
+    from arvid_ray.launch import resolve_for_workers
 
-    if cfg.tracking.enabled:  # the task runs in a worker that never saw this process's MLFLOW_TRACKING_URI
-        cfg = cfg.replace(**{"tracking.uri": resolve_tracking_uri(cfg),
-                             "experiment.workdir": str(cfg.experiment.workdir_path())})
+    cfg = resolve_for_workers(cfg)  # the worker never saw this process's MLFLOW_TRACKING_URI / ARVID_STORAGE
     if not ray.is_initialized():
         ray.init()
     gpus = 1 if cfg.train.use_gpu and cfg.train.device == "auto" else 0  # ask as configured, never by looking
