@@ -518,6 +518,10 @@ class EvalConfig:
     """Videos per long-horizon rollout (a k-fold rollout costs k x sampling; 0 = eval.num_videos)."""
     trajectory_videos: int = 16
     """Prompted videos scored against ground-truth trajectories (synthetic data only; 0 = off)."""
+    shuffled_control: bool = False
+    """Also score the broken control on the same model: its samples and long rollouts again with their latent
+    frames shuffled, logged as control/<metric> (a measure that scores them like eval/<metric> does not see
+    temporal order). Costs one more sampling pass; reproduce_paper turns it on for the baseline row."""
 
     def __post_init__(self) -> None:
         _check_range("eval.num_videos", self.num_videos, 2)

@@ -292,6 +292,17 @@ def _drift(model, tokenizer, cfg, extractor, real_feats, labels, captions, out: 
     return curves
 
 
+def _shuffled_control(model, tokenizer, cfg, extractor, real_feats, labels, captions, *,
+                      ground_truth: bool) -> dict[str, float]:
+    """The broken control on the same model: the evaluation's samples and k-fold rollouts drawn again with
+    the same seeds and their latent frames shuffled, every metric under ``control/`` instead of ``eval/``."""
+    shuffled = cfg.replace(**{"sampling.shuffle_frames": True})
+    videos = _sample(model, tokenizer, shuffled, cfg.latent_frames(), labels, captions, seed=cfg.experiment.seed)
+    out = evaluate_videos(real_feats, videos, extractor, seed=cfg.experiment.seed)
+    _drift(model, tokenizer, shuffled, extractor, real_feats, labels, captions, out, {} if ground_truth else None)
+    return {"control/" + key.split("/", 1)[1]: value for key, value in out.items()}
+
+
 def _trajectory(model, tokenizer, cfg, clips: RealClips, n: int) -> float:
     """Prompt with each real clip's first frame; mean tracked-centroid error vs ground truth (pixels)."""
     frames = clips.frames[:n]
@@ -360,6 +371,9 @@ def evaluate_model(cfg: ExperimentConfig, model, tokenizer, *, out_dir: str | Pa
         metrics["eval/traj_error"] = _trajectory(model, tokenizer, cfg, clips, min(n, cfg.eval.trajectory_videos))
     traj_curves: dict[str, list[float]] | None = {} if clips.positions is not None else None
     curves = _drift(model, tokenizer, cfg, extractor, real["features"], labels, captions, metrics, traj_curves)
+    if cfg.eval.shuffled_control and not cfg.sampling.shuffle_frames:
+        metrics.update(_shuffled_control(model, tokenizer, cfg, extractor, real["features"], labels, captions,
+                                         ground_truth=clips.positions is not None))
     _write_samples(videos, out_dir, "sample", cfg.eval.num_sample_videos, cfg.synth.fps)
     files = [out_dir / "metrics.json"]
     if curves:

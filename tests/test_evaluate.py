@@ -121,7 +121,8 @@ def test_evaluate_debug_checkpoint_on_ray_logs_to_mlflow(tmp_path, ray_session, 
     model = build_model(cfg.model, tok.vocab_size, cfg.latent_shape())
     ckpt = save_checkpoint(tmp_path / "run" / "step_0000003", cfg, step=3, data_position=0, model=model)
     # through the CLI: the checkpoint's config plus overrides; runs as a Ray task because Ray is up
-    assert main(["evaluate", str(ckpt), "--out", str(tmp_path / "out"), "eval.num_videos=4"]) == 0
+    assert main(["evaluate", str(ckpt), "--out", str(tmp_path / "out"), "eval.num_videos=4",
+                 "eval.shuffled_control=true"]) == 0
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     exp = client.get_experiment_by_name("eval-test")
     (run,) = client.search_runs([exp.experiment_id])
@@ -130,6 +131,8 @@ def test_evaluate_debug_checkpoint_on_ray_logs_to_mlflow(tmp_path, ray_session, 
                 "eval/drift_2x", "eval/traj_error", "eval/class_retention"):
         assert key in metrics and math.isfinite(metrics[key]), key
     assert metrics["eval/num_videos"] == 4
+    for key in ("control/fd_synthc3d", "control/drift_2x", "control/traj_error_2x_seg1"):  # the broken control
+        assert key in metrics and math.isfinite(metrics[key]), key
     assert run.data.tags["eval.extractor"].startswith("synthc3d-")
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "samples")}
     arts |= {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
@@ -168,3 +171,38 @@ def test_fd_recon_is_a_floor_the_model_and_the_shuffled_control_stay_above(tmp_p
     fit = ground_truth_drift(unshuffled, starts, 17)["traj_error"][0]
     broken = ground_truth_drift(shuffled, starts, 17)["traj_error"][0]
     assert broken > 3 * fit  # the physics fit cannot explain frames out of order
+
+
+def test_shuffled_control_resamples_the_same_model_with_the_same_seeds_frames_shuffled(tmp_path, monkeypatch):
+    """eval.shuffled_control: every sampling call of the evaluation is repeated with the same seed and length
+    and sampling.shuffle_frames on, and its metrics come back under control/ beside (not instead of) eval/."""
+    import torch
+
+    from arvid_ray import evaluate
+    from arvid_ray.model import build_model
+    from arvid_ray.tokenizer import load_tokenizer
+
+    calls = []
+    real_sample = evaluate._sample
+
+    def recording(model, tokenizer, cfg, num_latent, labels, captions, *, prompt=None, seed=0):
+        if prompt is None:
+            calls.append((num_latent, seed, cfg.sampling.shuffle_frames))
+        return real_sample(model, tokenizer, cfg, num_latent, labels, captions, prompt=prompt, seed=seed)
+
+    monkeypatch.setattr(evaluate, "_sample", recording)
+    cfg = _cfg(tmp_path, **{"eval.trajectory_videos": 0, "eval.shuffled_control": True})
+    tok = load_tokenizer(cfg.tokenizer)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, tok.vocab_size, cfg.latent_shape())
+    metrics = evaluate.evaluate_model(cfg, model, tok, out_dir=tmp_path / "out")
+    plain = [(n, s) for n, s, shuffled in calls if not shuffled]
+    assert sorted((n, s) for n, s, shuffled in calls if shuffled) == sorted(plain) and len(plain) == 2
+    for key in ("fd_synthc3d", "drift_2x", "traj_error_2x_seg1", "identity_seg1"):
+        assert math.isfinite(metrics[f"eval/{key}"]) and math.isfinite(metrics[f"control/{key}"]), key
+    assert metrics["control/fd_synthc3d"] != metrics["eval/fd_synthc3d"]
+
+    calls.clear()  # off by default: nothing sampled twice, no control/ keys
+    metrics = evaluate.evaluate_model(cfg.replace(**{"eval.shuffled_control": False}), model, tok,
+                                      out_dir=tmp_path / "out2")
+    assert not any(shuffled for *_, shuffled in calls) and not any(k.startswith("control/") for k in metrics)

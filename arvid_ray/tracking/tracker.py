@@ -24,10 +24,10 @@ from arvid_ray.tracking.journal import (
 )
 from arvid_ray.tracking.server import (
     RUN_NAME_TAG,
-    param_value,
     config_params,
     experiment_id,
     mask_uri,
+    param_value,
     reachable,
     resolve_tracking_uri,
 )
