@@ -55,11 +55,13 @@ ROWS: list[tuple[str, dict]] = [
 CONTROL = ("Broken control (baseline, frames shuffled at sampling)", {**ROWS[0][1], "sampling.shuffle_frames": True})
 
 SCALES = {
-    # 32 px (4x4 tokens per latent frame, 80 per clip: SynthC3D reads 32 px anyway) at lr 3e-3 and CFG 3, the
-    # regime the 2026-12-01 probes found closest to the reachable floor on 2 cores; see RESULTS.md for why
-    "cpu": ["model.preset=debug", "data.resolution=32", "data.num_frames=17", "train.steps=1200", "train.lr=3e-3",
-            "train.warmup_steps=60", "synth.num_videos=512", "synth.second_object_prob=0.0",
-            "sampling.cfg_scale=3.0", "eval.num_videos=64", "eval.drift_videos=32", "eval.drift_multipliers=[2,4]"],
+    # 32 px (4x4 tokens per latent frame, 80 per clip: SynthC3D reads 32 px anyway), 4,096 videos (512 overfit:
+    # train CE 1.6 vs val 3.1), 6,000 steps at lr 1e-2, CFG 2, two 1-thread trials at once: the regime the
+    # 2026-12-01 probes found closest to the reachable floor that fits 18 trials in 90 min on 2 cores (RESULTS.md)
+    "cpu": ["model.preset=debug", "data.resolution=32", "data.num_frames=17", "train.steps=6000", "train.lr=1e-2",
+            "train.warmup_steps=60", "synth.num_videos=4096", "synth.second_object_prob=0.0",
+            "sampling.cfg_scale=2.0", "eval.num_videos=64", "eval.drift_videos=32", "eval.drift_multipliers=[2,4]",
+            "sweep.max_concurrent_trials=2"],
     "paper": ["model.preset=B", "data.num_frames=17", "data.resolution=128", "train.use_gpu=true",
               "train.lr=1e-4", "eval.num_videos=2048", "eval.drift_multipliers=[2,4]"],
 }
