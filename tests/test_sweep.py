@@ -229,3 +229,36 @@ def test_printed_links_show_every_trial_in_chromium(smoke_sweep, artifacts_dir):
         chart, browser.CHART_TRIALS_JS, lambda v: any(isinstance(x, list) and {p["trial"] for p in x} == ids for x in v),
         timeout=120, screenshot=artifacts_dir / "mlflow_cost_quality_chart.png")
     assert any(isinstance(x, list) and {p["trial"] for p in x if p["visible"]} == ids for x in charts), charts
+
+
+def test_the_table_reads_the_control_from_the_baseline_trials_own_shuffled_evaluation():
+    """The broken control is not a trial: its numbers are the baseline trials' control/<metric>, judged against
+    their eval/<metric> with the seed spread, and verdict (0) says 'discriminates' only when both bars are met."""
+    import reproduce_paper
+
+    from arvid_ray.sweep import SweepResult, TrialSummary
+
+    base, fd = reproduce_paper.ROWS[0][0], reproduce_paper.COLUMNS[0][1]
+    assert reproduce_paper.ROWS[0][1]["eval.shuffled_control"] is True
+
+    def trials(fds, controls, recon):
+        return [TrialSummary(trial_id=f"t{i}", role=base, status="TERMINATED", params={},
+                             metrics={fd: f, "control/fd_synthc3d": c, "eval/fd_recon": recon,
+                                      "eval/traj_error_seg4": 20.0 + i, "control/traj_error_seg4": 30.0 + i})
+                for i, (f, c) in enumerate(zip(fds, controls))]
+
+    result = SweepResult(name="t", quality_key=fd, cost_key="cost/gpu_hours",
+                         trials=trials([60.0, 62.0, 64.0], [140.0, 138.0, 142.0], 25.0))
+    _, metric = reproduce_paper._metric_fn(result)
+    assert metric(reproduce_paper.CONTROL[0], fd) == [140.0, 138.0, 142.0]
+    assert metric(reproduce_paper.CONTROL[0], "fd_over_recon") == [140.0 / 25, 138.0 / 25, 142.0 / 25]
+    assert metric(base, fd) == [60.0, 62.0, 64.0]
+    lines = reproduce_paper.control_lines(metric)
+    assert any("on FD: 140 vs baseline 62" in ln for ln in lines) and any("seg 4: 31 vs baseline 21" in ln for ln in lines)
+    (zero,) = [ln for ln in reproduce_paper.paper_verdicts(metric) if ln.startswith("- (0)")]
+    assert "2.48× fd_recon (bar ≤ 3×: met)" in zero and "the measure discriminates here." in zero
+
+    far = SweepResult(name="t", quality_key=fd, cost_key="cost/gpu_hours",
+                      trials=trials([90.0, 95.0, 100.0], [140.0, 138.0, 142.0], 25.0))
+    (zero,) = [ln for ln in reproduce_paper.paper_verdicts(reproduce_paper._metric_fn(far)[1]) if ln.startswith("- (0)")]
+    assert "3.80× fd_recon (bar ≤ 3×: not met)" in zero and "does not discriminate" in zero
