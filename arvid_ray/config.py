@@ -382,6 +382,10 @@ class TrainConfig:
     """AdamW beta2."""
     grad_clip: float = 1.0
     """Gradient-norm clip (0 = off)."""
+    ema_decay: float = 0.0
+    """Exponential moving average of the weights (``torch.optim.swa_utils.AveragedModel``), 0 = off. When
+    on, validation and the final evaluation use the averaged weights and checkpoints save them (ema.pt),
+    which ``evaluate`` then scores. Not with train.parallelism=fsdp (the average would need its own shards)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """auto = bf16 autocast on GPU, fp32 on CPU."""
     compile: bool = False
@@ -446,6 +450,8 @@ class TrainConfig:
         _check_range("train.warmup_steps", self.warmup_steps, 0)
         _check_range("train.weight_decay", self.weight_decay, 0.0)
         _check_range("train.grad_clip", self.grad_clip, 0.0)
+        if not 0.0 <= self.ema_decay < 1.0:
+            _fail("train.ema_decay", self.ema_decay, "must be in [0, 1): 0 = off, e.g. 0.999")
         _check_range("train.num_workers", self.num_workers, 0)
         _check_range("train.cpus_per_worker", self.cpus_per_worker, 0.0, lo_open=True)
         _check_range("train.resource_timeout_s", self.resource_timeout_s, 1.0)
@@ -462,6 +468,9 @@ class TrainConfig:
         _check_range("train.report_interval_s", self.report_interval_s, 0.0)
         _check_range("train.log_every", self.log_every, 1)
         _check_range("train.report_every", self.report_every, 1)
+        if self.ema_decay > 0 and self.parallelism == "fsdp":
+            _fail("train.ema_decay", self.ema_decay, "is not supported with train.parallelism=fsdp (the average "
+                  "is kept as full weights on every rank); use train.parallelism=ddp or train.ema_decay=0")
 
 
 @dataclass(frozen=True)
@@ -511,7 +520,7 @@ class EvalConfig:
     drift_multipliers: tuple[int, ...] = (2, 4)
     """Roll out these multiples of the training length and report per-segment quality."""
     num_sample_videos: int = 8
-    """Sample MP4s logged as artifacts."""
+    """Sample MP4s logged as artifacts (0 = none, metrics only)."""
     batch_size: int = 16
     """Videos generated per sampling batch."""
     drift_videos: int = 16
@@ -527,6 +536,7 @@ class EvalConfig:
         _check_range("eval.num_videos", self.num_videos, 2)
         if any(int(m) < 1 for m in self.drift_multipliers):
             _fail("eval.drift_multipliers", self.drift_multipliers, "positive integers such as [2, 4]")
+        _check_range("eval.num_sample_videos", self.num_sample_videos, 0)
         _check_range("eval.batch_size", self.batch_size, 1)
         _check_range("eval.drift_videos", self.drift_videos, 0)
         if self.drift_videos == 1:

@@ -317,6 +317,8 @@ def _trajectory(model, tokenizer, cfg, clips: RealClips, n: int) -> float:
 def _write_samples(videos: np.ndarray, out_dir: Path, stem: str, count: int, fps: int) -> None:
     from arvid_ray.video.io import write_gif_grid, write_mp4
 
+    if count <= 0:  # eval.num_sample_videos=0: metrics only, no sample files
+        return
     for i, video in enumerate(videos[:count]):
         write_mp4(video, out_dir / "samples" / f"{stem}_{i:02d}.mp4", fps=fps)
     write_gif_grid(list(videos[:count]), out_dir / "samples" / f"{stem}_grid.gif", fps=fps)
@@ -386,6 +388,7 @@ def evaluate_model(cfg: ExperimentConfig, model, tokenizer, *, out_dir: str | Pa
         files.append(segment_curve_plot(traj_curves, out_dir / "plots" / "traj_error.png",
                                         metric="trajectory error vs bounce physics (px)",
                                         n=min(n, cfg.eval.drift_videos or n), segment_frames=cfg.data.num_frames))
+    out_dir.mkdir(parents=True, exist_ok=True)  # no samples and no plots: metrics.json is the only file
     (out_dir / "metrics.json").write_text(json.dumps({"extractor": extractor.id, **metrics}, indent=2))
     if tracker is not None:
         tracker.log_metrics(metrics, step)
@@ -410,10 +413,13 @@ def _evaluate_job(cfg: ExperimentConfig, checkpoint: str, out_dir: str | None, r
     tokenizer = load_tokenizer(cfg.tokenizer, device=device)
     model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)
     state = load_checkpoint(checkpoint, cfg, model=model, restore_rng_state=False)
+    if state.ema is not None:  # a run with train.ema_decay validated and evaluated its weight average
+        model.load_state_dict(state.ema["weights"])
     out = Path(out_dir) if out_dir else Path(checkpoint) / "eval"
     cfg = cfg.replace(**{"tracking.run_id": None, "tracking.parent_run_id": None})  # never the training run
     tracker = Tracker(cfg, run_dir=out)
-    tags = {"arvid.role": "evaluation", "arvid.checkpoint": str(checkpoint), "arvid.checkpoint_step": str(state.step)}
+    tags = {"arvid.role": "evaluation", "arvid.checkpoint": str(checkpoint), "arvid.checkpoint_step": str(state.step),
+            "arvid.weights": "ema" if state.ema is not None else "trained"}
     if training_run_id:
         tags["arvid.training_run_id"] = training_run_id
     started = tracker.start(run_name=f"eval-{cfg.experiment.name}-{Path(checkpoint).name}", run_id=run_id,

@@ -206,3 +206,34 @@ def test_shuffled_control_resamples_the_same_model_with_the_same_seeds_frames_sh
     metrics = evaluate.evaluate_model(cfg.replace(**{"eval.shuffled_control": False}), model, tok,
                                       out_dir=tmp_path / "out2")
     assert not any(shuffled for *_, shuffled in calls) and not any(k.startswith("control/") for k in metrics)
+
+
+def test_evaluating_a_checkpoint_scores_its_weight_average_when_it_has_one(tmp_path, monkeypatch):
+    """train.ema_decay: the checkpoint's ema.pt (what the run validated) is scored, not its raw model.pt;
+    eval.num_sample_videos=0 writes no sample files."""
+    import torch
+
+    from arvid_ray import evaluate
+    from arvid_ray.model import build_model
+    from arvid_ray.tokenizer import load_tokenizer
+    from arvid_ray.train.checkpoint import save_checkpoint
+
+    cfg = _cfg(tmp_path, **{"eval.num_sample_videos": 0, "eval.drift_multipliers": [], "eval.trajectory_videos": 0})
+    tok = load_tokenizer(cfg.tokenizer)
+    torch.manual_seed(0)
+    raw, avg = (build_model(cfg.model, tok.vocab_size, cfg.latent_shape()) for _ in range(2))
+    ckpt = save_checkpoint(tmp_path / "run" / "step_0000003", cfg, step=3, data_position=0, model=raw,
+                           ema={"weights": avg.state_dict(), "n_averaged": 3})
+    scored = []
+    real = evaluate.evaluate_model
+
+    def recording(cfg, model, tokenizer, **kwargs):
+        scored.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(cfg, model, tokenizer, **kwargs)
+
+    monkeypatch.setattr(evaluate, "evaluate_model", recording)
+    out = evaluate.evaluate_checkpoint(cfg, ckpt, out_dir=tmp_path / "out", use_ray=False)
+    assert math.isfinite(out["metrics"]["eval/fd_synthc3d"])
+    assert torch.equal(scored[0]["head.weight"], avg.state_dict()["head.weight"])
+    assert not torch.equal(scored[0]["head.weight"], raw.state_dict()["head.weight"])
+    assert not (tmp_path / "out" / "samples").exists()

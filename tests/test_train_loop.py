@@ -7,6 +7,7 @@ Regenerate the golden trace deliberately with ``ARVID_UPDATE_GOLDEN=1 pytest tes
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -209,3 +210,59 @@ def test_out_of_range_tokens_and_labels_are_refused_on_the_host():
     with pytest.raises(ValueError, match="num_classes"):
         train_loop(BASE.replace(**{"train.steps": 1}), cycle(lambda e: iter([bad_labels] * 2)))
 
+
+
+def _final_weights(cfg: ExperimentConfig, **kwargs) -> dict[str, torch.Tensor]:
+    """The weights the end-of-run evaluation receives (``final_hook``'s model)."""
+    seen = {}
+
+    def hook(_cfg, model):
+        seen.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return {}
+
+    train_loop(cfg, cycle(pattern_batches), final_hook=hook, **kwargs)
+    return seen
+
+
+def test_ema_is_the_exponential_average_of_the_trained_weights_and_what_validation_and_evaluation_see():
+    cfg = BASE.replace(**{"objective.kind": "full", "objective.reco_weight": 0.0, "train.warmup_steps": 0,
+                          "train.min_lr_ratio": 1.0, "train.log_every": 1})  # constant lr: k-step runs = prefixes
+    trained = [_final_weights(cfg.replace(**{"train.steps": k})) for k in (1, 2, 3)]
+    assert not torch.equal(trained[0]["head.weight"], trained[2]["head.weight"])
+
+    collected = []
+
+    class Collect:
+        def report(self, step, metrics, save):
+            collected.append(metrics)
+
+    averaged = _final_weights(cfg.replace(**{"train.steps": 3, "train.ema_decay": 0.5}), reporter=Collect(),
+                              val_batches=lambda: pattern_batches(99))
+    # AveragedModel: the first update copies w1, then e = 0.5 e + 0.5 w  →  0.25 w1 + 0.25 w2 + 0.5 w3
+    for name, w3 in trained[2].items():
+        expected = 0.25 * trained[0][name] + 0.25 * trained[1][name] + 0.5 * w3
+        torch.testing.assert_close(averaged[name], expected, rtol=1e-5, atol=1e-6, msg=name)
+    model = build_training_model(cfg)
+    model.load_state_dict(averaged)
+    from arvid_ray.objectives import build_objective
+
+    objective = build_objective(cfg)
+    val = [float(objective.val_ce(model, b)) for b in itertools.islice(pattern_batches(99), cfg.train.val_batches)]
+    assert collected[-1]["eval/val_ce"] == pytest.approx(sum(val) / len(val), rel=1e-5)
+
+
+def test_resume_restores_the_weight_average_exactly(tmp_path):
+    cfg = BASE.replace(**{"train.steps": 8, "train.ckpt_every": 4, "train.ema_decay": 0.9})
+    uninterrupted = _final_weights(cfg)
+    reporter, resume = _interrupted_at(6, cfg, pattern_batches, tmp_path)
+    assert (resume / "ema.pt").exists()
+    resumed = _final_weights(cfg, reporter=reporter, resume_from=resume)
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], value, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_ema_with_fsdp_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        BASE.replace(**{"train.ema_decay": 0.999, "train.parallelism": "fsdp"})
+    with pytest.raises(ConfigError, match="train.ema_decay"):
+        BASE.replace(**{"train.ema_decay": 1.0})

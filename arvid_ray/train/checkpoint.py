@@ -8,6 +8,8 @@ Layout of one checkpoint directory (``step_{step:07d}/``)::
                       position, the cost meter's run totals
     rng_rank{r}.pt    torch / numpy / python RNG state, the CFG generator and the data position of rank r
     config.yaml       the resolved ExperimentConfig that produced it
+    ema.pt            with train.ema_decay > 0: the averaged weights ({"weights": state_dict, "n_averaged"}),
+                      what validation and evaluation score
 
 Design trade-off: every file holds only tensors and plain containers so that loading uses
 ``torch.load(weights_only=True)`` — a checkpoint from an untrusted place can never execute code, at the
@@ -85,6 +87,8 @@ class TrainState:
     checkpoints older than it (then only ``data_position``, micro-batches consumed, is known)."""
     config: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    ema: dict[str, Any] | None = None
+    """{"weights": state_dict, "n_averaged": int} of the weight average (train.ema_decay), None without."""
 
 
 def checkpoint_name(step: int) -> str:
@@ -162,12 +166,14 @@ def save_checkpoint(
     optimizer_state: dict[str, Any] | None = None,
     cost: dict[str, float] | None = None,
     data: dict[str, int] | None = None,
+    ema: dict[str, Any] | None = None,
 ) -> Path:
     """Write this rank's share of a checkpoint into ``directory`` (created).
 
     Rank 0 writes model (``model_state``, e.g. gathered from FSDP shards, else ``model.state_dict()``),
     optimizer (``optimizer_state`` else ``optimizer.state_dict()``), scheduler, step, data position, cost
-    totals and config; every rank writes its RNG and data position.
+    totals, config and the weight average ``ema`` ({"weights", "n_averaged"}) when given; every rank writes
+    its RNG and data position.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -191,6 +197,8 @@ def save_checkpoint(
             },
             directory / "train_state.pt",
         )
+        if ema is not None:
+            torch.save({"weights": ema["weights"], "n_averaged": int(ema["n_averaged"])}, directory / "ema.pt")
         (directory / "config.yaml").write_text(cfg.to_yaml())
     torch.save({**capture_rng(generator), "data": dict(data) if data else None}, directory / f"rng_rank{rank}.pt")
     return directory
@@ -269,6 +277,7 @@ def load_checkpoint(
         )
     elif restore_rng_state:
         restore_rng(rng, generator)
+    ema = _safe_load(directory / "ema.pt") if (directory / "ema.pt").exists() else None
     log.info("loaded checkpoint %s (step %d)", directory, meta["step"])
     return TrainState(
         step=int(meta["step"]),
@@ -280,4 +289,5 @@ def load_checkpoint(
         data=(rng or {}).get("data") or meta.get("data"),
         config=saved_cfg.to_dict(),
         path=directory,
+        ema=ema,
     )

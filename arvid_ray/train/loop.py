@@ -254,6 +254,7 @@ class _Run:
     rank: int
     start: int = 0
     position: int = 0
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # train.ema_decay: the weight average
 
     def autocast(self):
         return autocast_context(self.device, self.cfg.train.precision)
@@ -281,17 +282,31 @@ class _Run:
                 generator=self.generator,
                 cost=self.meter.state(),
                 data=data,
+                ema=self.ema_state() if self.rank == 0 else None,
             )
 
         return save
 
+    def ema_state(self) -> dict | None:
+        if self.ema is None:
+            return None
+        return {"weights": self.ema.module.state_dict(), "n_averaged": int(self.ema.n_averaged)}
+
     def validate(self, val_batches: Callable[[], Iterable[dict]]) -> float:
-        return _validate(self.inner, self.objective, val_batches, self.cfg, self.device, self.autocast)
+        model = self.inner if self.ema is None else self.ema.module  # validate what gets evaluated
+        return _validate(model, self.objective, val_batches, self.cfg, self.device, self.autocast)
 
     def plain_model(self) -> torch.nn.Module:
         """The model for end-of-run work on rank 0 alone: itself, or — when sharded (each forward would need
-        every rank) or compiled (decoding would recompile per length) — a plain copy of its full weights.
-        A collective under FSDP: every rank calls it; the others get None."""
+        every rank) or compiled (decoding would recompile per length) — a plain copy of its full weights;
+        with train.ema_decay, a plain model holding the averaged weights. A collective under FSDP: every rank
+        calls it; the others get None."""
+        if self.ema is not None:  # config refuses EMA with FSDP: every rank has the full average
+            if self.rank != 0:
+                return None
+            model = build_training_model(self.cfg)
+            model.load_state_dict(self.ema.module.state_dict())
+            return model.to(self.device)
         if not (parallel.is_fsdp(self.inner) or self.cfg.train.compile):
             return self.inner
         state = parallel.model_state(self.inner)
@@ -309,6 +324,13 @@ def _resume(run: _Run, state: ckpt.TrainState, batches: Iterator[dict]) -> None:
     if state.scheduler is not None:
         run.scheduler.load_state_dict(state.scheduler)
     run.meter.restore(state.cost)
+    if run.ema is not None:
+        if state.ema is not None:
+            run.ema.module.load_state_dict(state.ema["weights"])
+            run.ema.n_averaged.fill_(int(state.ema["n_averaged"]))
+        else:  # a checkpoint of a run without the average: it starts from the resumed weights
+            log.warning("checkpoint %s has no ema.pt: the weight average (train.ema_decay=%g) starts from its "
+                        "weights", state.path, run.cfg.train.ema_decay)
     if state.data is not None and isinstance(batches, Cycle):
         offset, saved_world = state.data["offset"], state.data.get("world", run.meter.world_size)
         if saved_world != run.meter.world_size:
@@ -337,6 +359,11 @@ def _setup(cfg: ExperimentConfig, batches: Iterator[dict], rank: int, world_size
     if resume_from is not None:  # full weights into the plain model, before it is sharded
         state = ckpt.load_checkpoint(resume_from, cfg, model=model, rank=rank, generator=generator)
     model.to(device)
+    ema = None
+    if cfg.train.ema_decay > 0:  # a copy of the plain model, taken before DDP / compile wrap it
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay))
     objective = build_objective(cfg)
     loss = parallel.LossModule(model, objective)
     loss.generator, loss.window_generator = generator, torch.Generator()
@@ -344,7 +371,7 @@ def _setup(cfg: ExperimentConfig, batches: Iterator[dict], rank: int, world_size
     optimizer = build_optimizer(model, cfg.train)  # after sharding: FSDP replaced the parameters
     scheduler = build_scheduler(optimizer, cfg.train)
     meter = CostMeter(cfg, world_size=world_size, device=str(device), flops_fn=model.forward_flops)
-    run = _Run(cfg, module, loss, model, objective, optimizer, scheduler, generator, device, meter, rank)
+    run = _Run(cfg, module, loss, model, objective, optimizer, scheduler, generator, device, meter, rank, ema=ema)
     if state is not None:
         _resume(run, state, batches)
         run.start, run.position = state.step, state.data_position
@@ -412,6 +439,8 @@ def train_loop(
             before_micro=lambda i, step=step: run.loss.window_generator.manual_seed(
                 window_seed(cfg.experiment.seed, step, i)),
         )
+        if run.ema is not None:
+            run.ema.update_parameters(run.inner)  # first call copies, then e = d*e + (1-d)*w
         elapsed = time.perf_counter() - t0
         for out, bs, clip_tokens in res.micro:
             run.meter.add_step(elapsed / len(res.micro), out, bs, clip_tokens)
