@@ -1,6 +1,6 @@
 """Reproduce the paper's ablation table (Zhou & Shen 2026, Table "Local Opt. + ReCo") with arvid-ray.
 
-    python experiments/reproduce_paper.py --scale cpu --seeds 0 1 2   # the committed CPU table (~2 h, 2 cores)
+    python experiments/reproduce_paper.py --scale cpu --seeds 0 1 2   # the committed CPU table (~96 min, 2 cores)
     python experiments/reproduce_paper.py --scale cpu --quick         # < 10 min, 1 seed, fewer steps: RATIO lines
     python experiments/reproduce_paper.py --smoke-test                # CI: every row present and numeric
     python experiments/reproduce_paper.py --scale paper --config experiments/configs/ffs.yaml   # GPU cluster
@@ -57,9 +57,9 @@ CONTROL = ("Broken control (baseline, frames shuffled at sampling)", {**ROWS[0][
 SCALES = {
     # 32 px (4x4 tokens per latent frame, 80 per clip: SynthC3D reads 32 px anyway), 4,096 videos (512 overfit:
     # train CE 1.6 vs val 3.1), 6,000 steps at lr 1e-2, CFG 2, two 1-thread trials at once: the regime the
-    # 2026-12-01 probes found closest to the reachable floor (~3.5x fd_recon); 18 trials take ~2 h on 2 cores,
-    # over the issue's 90 min (RESULTS.md); one micro-batch of 16 per step (not 2 x 8), a checkpoint every 1,000 steps
-    # and a log line every 50 cut the per-step overheads of that run (2026-12-01, session 7)
+    # 2026-12-01 probes found closest to the reachable floor (~3.5x fd_recon); one micro-batch of 16 per step, a
+    # checkpoint every 1,000 steps and a log line every 50: 18 trials + data preparation take 96 min on 2 cores,
+    # over the issue's 90 min (RESULTS.md)
     "cpu": ["model.preset=debug", "data.resolution=32", "data.num_frames=17", "data.batch_size=16",
             "train.ckpt_every=1000", "train.log_every=50", "train.steps=6000", "train.lr=1e-2",
             "train.warmup_steps=60", "synth.num_videos=4096", "synth.second_object_prob=0.0",

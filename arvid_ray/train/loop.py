@@ -301,12 +301,8 @@ class _Run:
         every rank) or compiled (decoding would recompile per length) — a plain copy of its full weights;
         with train.ema_decay, a plain model holding the averaged weights. A collective under FSDP: every rank
         calls it; the others get None."""
-        if self.ema is not None:  # config refuses EMA with FSDP: every rank has the full average
-            if self.rank != 0:
-                return None
-            model = build_training_model(self.cfg)
-            model.load_state_dict(self.ema.module.state_dict())
-            return model.to(self.device)
+        if self.ema is not None:  # a plain copy taken before DDP / compile (config refuses EMA with FSDP)
+            return self.ema.module if self.rank == 0 else None
         if not (parallel.is_fsdp(self.inner) or self.cfg.train.compile):
             return self.inner
         state = parallel.model_state(self.inner)
