@@ -144,8 +144,9 @@ class IngestConfig:
     default_split: str = "train"
     """Split for inputs whose manifest/folder gives none."""
     val_fraction: float = 0.05
-    """When no split is given, hash-assign this fraction of videos to 'val' (at least one video when two or
-    more inputs name no split; 0 = none), so training always has validation data to report."""
+    """When no split is given, hash-assign this fraction of videos to 'val' by their path relative to the
+    folder or manifest (a moved copy keeps its splits; at least one video when two or more inputs name no
+    split; 0 = none), so training always has validation data to report."""
 
     def __post_init__(self) -> None:
         _check_range("ingest.min_frames", self.min_frames, 1)

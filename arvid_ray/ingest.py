@@ -57,23 +57,27 @@ class _Input:
     caption: str = ""
     split: str = ""
     auto_split: bool = False  # the source named no split: assigned by _assign_splits
+    split_key: str = ""  # what the split hash reads: the path relative to the source (the URI when empty)
 
 
-def _split_hash(uri: str) -> float:
-    return int(hashlib.sha1(("split:" + uri).encode()).hexdigest()[:8], 16) / 2**32  # uniform in [0, 1)
+def _split_hash(item: _Input) -> float:
+    """Uniform in [0, 1), from the path relative to the folder or manifest, so a dataset copied elsewhere
+    (another disk, a bucket) keeps every video in the split it had."""
+    key = item.split_key or item.uri
+    return int(hashlib.sha1(("split:" + key).encode()).hexdigest()[:8], 16) / 2**32
 
 
 def _assign_splits(inputs: list[_Input], cfg: IngestConfig) -> None:
-    """Inputs that name no split: 'val' when their URI's hash falls under ingest.val_fraction (stable per
+    """Inputs that name no split: 'val' when their relative path's hash falls under ingest.val_fraction (stable per
     video, whatever else is in the folder), else ingest.default_split. When the fraction is > 0 but picks
     none of two or more such inputs, the one with the smallest hash goes to 'val': a small folder still
     gets a validation split (its segments all stay in it, so no video is in both)."""
     unsplit = [i for i in inputs if not i.split]
     for item in unsplit:
         item.auto_split = True
-        item.split = "val" if _split_hash(item.uri) < cfg.val_fraction else cfg.default_split
+        item.split = "val" if _split_hash(item) < cfg.val_fraction else cfg.default_split
     if cfg.val_fraction > 0 and len(unsplit) >= 2 and not any(i.split == "val" for i in unsplit):
-        min(unsplit, key=lambda i: _split_hash(i.uri)).split = "val"
+        min(unsplit, key=_split_hash).split = "val"
 
 
 def _list_tree(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str]]:
@@ -88,7 +92,8 @@ def _list_tree(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str
     rel_parents = [PurePosixPath(f).relative_to(root).parent for f in files]
     classes = sorted({p.name for p in rel_parents if p.name})
     index = {name: i for i, name in enumerate(classes)}
-    inputs = [_Input(prefix + f, index[p.name] if p.name else S.NO_LABEL) for f, p in zip(files, rel_parents)]
+    inputs = [_Input(prefix + f, index[p.name] if p.name else S.NO_LABEL,
+                     split_key=str(PurePosixPath(f).relative_to(root))) for f, p in zip(files, rel_parents)]
     return inputs, classes
 
 
@@ -114,7 +119,7 @@ def _list_manifest(src: str, storage: StorageConfig) -> tuple[list[_Input], list
         uri = path if st.is_remote(path) or os.path.isabs(path) else st.join(base, path)
         value = row.get("label")
         label = S.NO_LABEL if value in (None, "") else classes.index(str(value).strip()) if named else int(value)
-        inputs.append(_Input(uri, label, str(row.get("caption") or ""), str(row.get("split") or "")))
+        inputs.append(_Input(uri, label, str(row.get("caption") or ""), str(row.get("split") or ""), split_key=path))
     return inputs, classes
 
 

@@ -48,6 +48,22 @@ def test_hash_split_assignment_is_stable(tmp_path):
     assert 0.15 < first.count("val") / 200 < 0.35 and set(first) == {"train", "val"}
 
 
+def test_hash_split_follows_the_dataset_when_it_moves(tmp_path):
+    # the hash reads the path relative to the folder / manifest: a copy elsewhere keeps every video's split
+    names = [f"c{i % 3}/v{i}.mp4" for i in range(60)]
+    for root in ("a", "deeper/b"):
+        for n in names:
+            (tmp_path / root / n).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / root / n).write_bytes(b"")
+        (tmp_path / root / "m.csv").write_text("path\n" + "\n".join(names) + "\n")
+    cfg = _cfg(**{"ingest.val_fraction": 0.25})
+    tree = [[i.split for i in list_inputs(str(tmp_path / r), cfg)[0]] for r in ("a", "deeper/b")]
+    csv_ = [[i.split for i in list_inputs(str(tmp_path / r / "m.csv"), cfg)[0]] for r in ("a", "deeper/b")]
+    assert tree[0] == tree[1] and csv_[0] == csv_[1] and "val" in tree[0] and "train" in tree[0]
+    by_name = dict(zip(sorted(names), tree[0]))  # the tree lists files sorted; the manifest in its own order
+    assert csv_[0] == [by_name[n] for n in names]  # folder and manifest agree on each video
+
+
 def test_long_video_is_cut_into_even_segments(tmp_path):
     path = make_video(tmp_path / "long.mp4", "h264_mp4", seconds=2.5)  # 25 frames
     cfg = _cfg(**{"ingest.max_segment_frames": 12, "ingest.min_frames": 4})
@@ -106,7 +122,7 @@ def test_ingest_from_s3_and_stream_from_s3(ray_session, s3_server, tmp_path):
         s3.upload_file(str(path), "vids", f"raw/{cls}/{i}.mp4")
     s3.put_object(Bucket="vids", Key="raw/jump/broken.mp4", Body=b"\x00\x00\x00\x18ftypmp42 garbage")
     cfg = _cfg(**{"storage.s3_endpoint": s3_server, "data.num_frames": 9, "data.resolution": 32,
-                  "data.frame_stride": 2})
+                  "data.frame_stride": 2, "ingest.val_fraction": 0.0})  # all three stream as 'train'
     summary = ingest("s3://vids/raw", "s3://vids/out", cfg)
     assert (summary.accepted, summary.rejected) == (3, {"truncated": 1})
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="vids", Prefix="out/")["Contents"]}
