@@ -84,6 +84,7 @@ def check_inputs(cfg: ExperimentConfig, cluster: bool = False) -> None:
 
     ``cluster``: the run goes to a Ray cluster (RAY_ADDRESS / a remote storage root) — then a local path
     is accepted only under a local (shared-mount) storage root."""
+    _check_tracking(cfg)
     root = st.storage_root(cfg)
     remote_root = st.is_remote(root)
     if remote_root:
@@ -105,6 +106,21 @@ def check_inputs(cfg: ExperimentConfig, cluster: bool = False) -> None:
         if not _reachable(location, cfg):
             raise PreflightError(f"{name}={location!r} does not exist; "
                                  + _fix_for(name))
+
+
+def _check_tracking(cfg: ExperimentConfig) -> None:
+    """MLflow 3 refuses a directory store (``file://`` or a bare path) unless MLFLOW_ALLOW_FILE_STORE is
+    set; say so now, naming the field, instead of after the data is prepared."""
+    if not cfg.tracking.enabled:
+        return
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    file_store = uri.startswith("file:") or (uri != "" and "://" not in uri and not uri.startswith("databricks"))
+    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
+        field = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
+        path = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):] if uri.startswith("file:") else uri
+        raise PreflightError(f"{field}={uri!r} is an MLflow directory store, which MLflow 3 no longer opens; "
+                             f"use a database file (tracking.uri=sqlite:///{path.rstrip('/') or '.'}.db), a "
+                             f"server (http://host:5000), or set MLFLOW_ALLOW_FILE_STORE=true to keep it")
 
 
 def _fix_for(name: str) -> str:

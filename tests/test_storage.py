@@ -104,6 +104,26 @@ def test_preflight_local_paths_on_one_machine(tmp_path):
         check_inputs(cfg.replace(**{"storage.root": str(tmp_path / "shared")}), cluster=True)
 
 
+
+def test_preflight_refuses_an_mlflow_directory_store_naming_the_field_and_the_fix(tmp_path, monkeypatch):
+    # MLflow 3 raises on a directory store only when the sweep opens its parent run: after the data prep
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = ExperimentConfig.from_flat({"experiment.workdir": str(tmp_path)})
+    for uri in (f"file://{tmp_path}/mlruns", str(tmp_path / "mlruns")):
+        with pytest.raises(PreflightError, match=rf"tracking.uri=.*directory store.*sqlite:///{tmp_path}/mlruns.db"):
+            check_inputs(cfg.replace(**{"tracking.uri": uri}))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")
+    with pytest.raises(PreflightError, match="MLFLOW_TRACKING_URI="):
+        check_inputs(cfg)
+    check_inputs(cfg.replace(**{"tracking.enabled": False}))  # nothing is logged: nothing to refuse
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own opt-out is honoured
+    check_inputs(cfg)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    for uri in (None, f"sqlite:///{tmp_path}/m.db", "http://127.0.0.1:5000", "postgresql://u@127.0.0.1/db"):
+        check_inputs(cfg.replace(**{"tracking.uri": uri}))
+
+
 HEAD = NodeType("head", {"CPU": 4.0, "arvid_driver": 100.0}, 1)
 GPU8 = NodeType("gpu", {"CPU": 96.0, "GPU": 8.0, "accelerator_type:H100": 1.0}, 4)
 
