@@ -56,6 +56,29 @@ def ray_session():
 
 
 @pytest.fixture(scope="session")
+def smoke_data(ray_session, tmp_path_factory):
+    """The `--smoke-test` dataset (built-in synthetic videos, ingested, tokenized) made once per session by
+    the sweep's own prepare_inputs; ``smoke_data(workdir)`` copies it into a workdir so a sweep there
+    finds its cache (the synthetic/<n-digest> folder, keyed by the config) instead of remaking it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import tune_window
+
+    from arvid_ray.config import load_config
+    from arvid_ray.sweep import prepare_inputs
+
+    root = tmp_path_factory.mktemp("smoke-data")
+    cfg = load_config(tune_window.DEFAULT_CONFIG, [*tune_window.SMOKE_OVERRIDES, f"experiment.workdir={root}"])
+    tokens = Path(prepare_inputs(cfg.replace(**{"storage.root": str(root)})).data.tokens_path)
+    assert tokens.is_relative_to(root / "synthetic"), tokens
+
+    def seed(workdir: Path) -> Path:
+        shutil.copytree(root / "synthetic", Path(workdir) / "synthetic", dirs_exist_ok=True)
+        return Path(workdir)
+
+    return seed
+
+
+@pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 with a sqlite backend; yields its tracking URI."""
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).start()  # waits up to 300 s: a slow import

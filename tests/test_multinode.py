@@ -111,7 +111,7 @@ def test_sweep_on_autoscaling_cluster_with_private_driver_disk(s3_server, mlflow
         killer = threading.Thread(target=_kill_a_training_node, args=(cluster, s3, stop, killed), daemon=True)
         killer.start()
         with open(log_path, "w") as log:
-            proc = subprocess.run(_driver_command(workdir, s3_server, steps=120), env=env, cwd=ROOT,
+            proc = subprocess.run(_driver_command(workdir, s3_server, steps=60), env=env, cwd=ROOT,
                                   stdout=log, stderr=subprocess.STDOUT, timeout=1400)
         stop.set()
         killer.join(5)

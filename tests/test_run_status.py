@@ -27,8 +27,8 @@ TUNE_TABLE = ("|", "+", "== Status ==", "Current time:", "Using ", "Logical reso
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-    return tmp_path_factory.mktemp("run-status")  # shared: the data and token caches are made once
+def workdir(tmp_path_factory, smoke_data):
+    return smoke_data(tmp_path_factory.mktemp("run-status"))  # the session's smoke data and token caches
 
 
 def _sweep(ray, workdir: Path, uri: str, name: str, *extra: str) -> tuple[list[str], dict]:

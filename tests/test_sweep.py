@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 
 @pytest.fixture(scope="module")
-def smoke_sweep(ray_session, mlflow_server, tmp_path_factory, monkeypatch_module):
+def smoke_sweep(ray_session, mlflow_server, tmp_path_factory, monkeypatch_module, smoke_data):
     import tune_window
 
-    workdir = tmp_path_factory.mktemp("sweep-work")
+    workdir = smoke_data(tmp_path_factory.mktemp("sweep-work"))  # the session's smoke data and token cache
     monkeypatch_module.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     t0 = time.time()
     out = io.StringIO()
@@ -167,13 +167,14 @@ def test_every_ablation_row_is_a_valid_config_and_rows_are_chosen_by_index_or_na
 
 
 def test_reproduce_paper_smoke_writes_the_table_and_rebuilds_it_from_mlflow(
-        ray_session, mlflow_server, tmp_path, monkeypatch):
+        ray_session, mlflow_server, tmp_path, monkeypatch, smoke_data):
     """Two rows (the suite's sweeps keep to 2 trials): baseline and the full method, numeric from the runs;
     the rows not run are in the table as such, with 0 trials."""
     import reproduce_paper
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     out = tmp_path / "results"
+    smoke_data(tmp_path / "work")  # the same built-in dataset as tune_window --smoke-test: made once
     common = ["--smoke-test", "--out-dir", str(out), f"experiment.workdir={tmp_path / 'work'}",
               "experiment.name=reproduce-smoke"]
     assert reproduce_paper.main([*common, "--rows", "0", "5"]) == 0

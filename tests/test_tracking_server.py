@@ -99,7 +99,7 @@ def test_concurrent_writers_lose_nothing_on_postgres(tmp_path):
     try:
         server = MlflowServer(tmp_path / "pg", pg.start(), workers=1).start()  # uvicorn restarts busy workers
         try:
-            res = run_load(server.uri, writers=16, batches=40)  # bench_tracking.py: 16 x 500 (RESULTS.md)
+            res = run_load(server.uri, writers=8, batches=40)  # the benchmark measures 16 x 500 (RESULTS.md)
         finally:
             server.kill()
     finally:
