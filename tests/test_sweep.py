@@ -107,6 +107,7 @@ def test_failed_trial_is_recorded_and_sweep_completes(ray_session, mlflow_server
     cfg = load_config(None, [
         f"experiment.workdir={tmp_path}", "experiment.name=failing-sweep", f"tracking.uri={mlflow_server}",
         "sweep.name=fails", "sweep.include_baseline=false", "sweep.num_samples=2", "sweep.mode=single",
+        "sweep.max_concurrent_trials=2",
         "data.tokens_path=/nonexistent/unused.parquet",
     ])
     # window 9 > 5 latent frames: every proposal is refused by the config → failed trials, finished sweep
