@@ -111,16 +111,21 @@ def check_inputs(cfg: ExperimentConfig, cluster: bool = False) -> None:
 def _check_tracking(cfg: ExperimentConfig) -> None:
     """MLflow 3 refuses a directory store (``file://`` or a bare path) unless MLFLOW_ALLOW_FILE_STORE is
     set; say so now, naming the field, instead of after the data is prepared."""
-    if not cfg.tracking.enabled:
+    from urllib.parse import urlparse
+
+    from arvid_ray.tracking.server import resolve_tracking_uri
+
+    if not cfg.tracking.enabled or os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true"):
         return
-    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or ""
-    file_store = uri.startswith("file:") or (uri != "" and "://" not in uri and not uri.startswith("databricks"))
-    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("1", "true"):
-        field = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
-        path = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):] if uri.startswith("file:") else uri
-        raise PreflightError(f"{field}={uri!r} is an MLflow directory store, which MLflow 3 no longer opens; "
-                             f"use a database file (tracking.uri=sqlite:///{path.rstrip('/') or '.'}.db), a "
-                             f"server (http://host:5000), or set MLFLOW_ALLOW_FILE_STORE=true to keep it")
+    uri = resolve_tracking_uri(cfg)
+    scheme = urlparse(uri).scheme
+    if scheme not in ("", "file") or uri == "databricks":
+        return
+    field = "tracking.uri" if cfg.tracking.uri else "MLFLOW_TRACKING_URI"
+    path = (urlparse(uri).path if scheme else uri).rstrip("/") or "."
+    raise PreflightError(f"{field}={uri!r} is an MLflow directory store, which MLflow 3 no longer opens; use a "
+                         f"database file (tracking.uri=sqlite:///{path}.db), a server (http://host:5000), or set "
+                         f"MLFLOW_ALLOW_FILE_STORE=true to keep it")
 
 
 def _fix_for(name: str) -> str:

@@ -73,7 +73,7 @@ QUICK = ["train.steps=300", "train.warmup_steps=20", "synth.num_videos=256", "ev
 SMOKE = ["model.preset=debug", "train.steps=6", "train.log_every=2", "train.ckpt_every=0",
          "train.global_batch_size=4", "data.batch_size=4", "synth.num_videos=48", "eval.num_videos=4",
          "eval.num_sample_videos=1", "eval.drift_multipliers=[2]", "eval.drift_videos=4", "eval.trajectory_videos=2",
-         "sweep.name=reproduce-smoke", "sweep.max_concurrent_trials=2"]  # the data: tune_window --smoke-test's
+         "sweep.name=reproduce-smoke", "sweep.max_concurrent_trials=2"]  # synth.num_videos=48: tune_window --smoke-test's dataset, one cache
 
 COLUMNS = [  # (header, metric key, format)
     ("quality FD-SynthC3D ↓", "eval/fd_synthc3d", "{:.2f}"),

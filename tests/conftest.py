@@ -27,6 +27,7 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments" / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))  # tune_window, reproduce_paper
 from bench_tracking import MlflowServer, free_port, wait_http  # noqa: E402 - the one copy of the server helpers
 
 __all__ = ["free_port", "wait_http"]
@@ -60,15 +61,15 @@ def smoke_data(ray_session, tmp_path_factory):
     """The `--smoke-test` dataset (built-in synthetic videos, ingested, tokenized) made once per session by
     the sweep's own prepare_inputs; ``smoke_data(workdir)`` copies it into a workdir so a sweep there
     finds its cache (the synthetic/<n-digest> folder, keyed by the config) instead of remaking it."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
     import tune_window
 
     from arvid_ray.config import load_config
     from arvid_ray.sweep import prepare_inputs
 
     root = tmp_path_factory.mktemp("smoke-data")
-    cfg = load_config(tune_window.DEFAULT_CONFIG, [*tune_window.SMOKE_OVERRIDES, f"experiment.workdir={root}"])
-    tokens = Path(prepare_inputs(cfg.replace(**{"storage.root": str(root)})).data.tokens_path)
+    cfg = load_config(tune_window.DEFAULT_CONFIG,
+                      [*tune_window.SMOKE_OVERRIDES, f"experiment.workdir={root}", f"storage.root={root}"])
+    tokens = Path(prepare_inputs(cfg).data.tokens_path)
     assert tokens.is_relative_to(root / "synthetic"), tokens
 
     def seed(workdir: Path) -> Path:
