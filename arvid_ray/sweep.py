@@ -268,22 +268,12 @@ def _end_trial_runs(uri: str, parent_run_id: str, trial_id: str, status: str) ->
 
 # ------------------------------------------------------------------------------------------ Tune
 def _searcher(cfg: ExperimentConfig, space: DefineByRun):
-    from ray.tune.search.optuna import OptunaSearch
-
-    class FinalMetricOptuna(OptunaSearch):
-        """Quality exists only after the final evaluation; skip intermediate results without it."""
-
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            if isinstance(self.metric, str) and self.metric in result:
-                super().on_trial_result(trial_id, result)
+    """What Tune pickles is plain data: the sampler is built from a spec on first use (searcher.py)."""
+    from arvid_ray.searcher import build_searcher
 
     sw = cfg.sweep
-    if sw.mode == "multi":
-        import optuna
-
-        sampler = optuna.samplers.NSGAIISampler(seed=sw.seed, population_size=max(4, min(50, sw.num_samples)))
-        return FinalMetricOptuna(space, metric=[sw.metric, sw.cost_metric], mode=["min", "min"], sampler=sampler)
-    return FinalMetricOptuna(space, metric=sw.metric, mode="min", seed=sw.seed)
+    return build_searcher(space, mode=sw.mode, metric=sw.metric, cost_metric=sw.cost_metric, seed=sw.seed,
+                          num_samples=sw.num_samples)
 
 
 def _scheduler(cfg: ExperimentConfig):

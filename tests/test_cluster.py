@@ -220,8 +220,17 @@ def test_launcher_runs_the_project_image_and_shares_storage(name):
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert "export MLFLOW_TRACKING_URI=http://$" in _commands(cfg, key)
     dockerfile = (CLUSTER / "Dockerfile").read_text()
-    for pin in ("torch==2.13.0", "ray[default,data,train,tune]==2.60.0", "mlflow==3.17.2"):
-        assert pin in dockerfile, pin
+    assert "-c requirements.lock torch==2.13.0" in dockerfile and '-c requirements.lock ".[cluster]"' in dockerfile
+    pins = _lock_pins()
+    assert pins["torch"] == "2.13.0" and pins["ray"] == _image_ray_version() and pins["mlflow"].startswith("3.")
+
+
+def _lock_pins() -> dict[str, str]:
+    return dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==(\S+)", (ROOT / "requirements.lock").read_text(), flags=re.M))
+
+
+def _image_ray_version() -> str:
+    return re.search(r"^FROM rayproject/ray:([\d.]+)-", (CLUSTER / "Dockerfile").read_text(), flags=re.M).group(1)
 
 
 @pytest.mark.parametrize("name", LAUNCHERS)
@@ -242,7 +251,7 @@ def test_both_clouds_run_the_same_software():
                 "worker_start_ray_commands"):
         assert strip.sub("", _commands(aws, key)) == strip.sub("", _commands(gcp, key)), key
     assert aws["docker"] == gcp["docker"]
-    pins = set(re.findall(r"ray\[[^\]]+\]==([\d.]+)", (CLUSTER / "Dockerfile").read_text()))
+    pins = {_lock_pins()["ray"], _image_ray_version()}
     for name in KUBERAY:
         manifest = _load(CLUSTER / "kuberay" / name)
         spec = manifest["spec"].get("rayClusterSpec", manifest["spec"])
