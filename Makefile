@@ -32,7 +32,7 @@ test: install
 
 # unit tests only (no Ray, no servers): a minute or two
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not ray and not slow" tests
+	$(BIN)/python -m pytest -q -m "not ray and not slow and not server" tests
 
 lint: install
 	$(BIN)/ruff check arvid_ray experiments tests
@@ -50,5 +50,5 @@ check-latest:
 	$(LATEST)/bin/pip install -q --upgrade "pip>=24"
 	$(LATEST)/bin/pip install -q torch==2.13.0
 	$(LATEST)/bin/pip install -q -e ".[dev,text]"
-	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider -m "not ray and not slow" tests
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider -m "not ray and not slow and not server" tests
 	$(LATEST)/bin/python tools/lock_diff.py $(LOCK)

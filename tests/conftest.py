@@ -112,3 +112,19 @@ def artifacts_dir() -> Path:
     """Where tests keep artifacts worth looking at (screenshots, plots)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+_RAY_FIXTURES = {"ray_session", "smoke_data"}
+_SERVER_FIXTURES = {"mlflow_server", "s3_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers follow fixture use: a test that needs the shared Ray instance is `ray`, one that needs a
+    server process is `server`, so `make test-fast` (-m "not ray and not slow and not server") is unit
+    tests only."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _RAY_FIXTURES:
+            item.add_marker(pytest.mark.ray)
+        if names & _SERVER_FIXTURES:
+            item.add_marker(pytest.mark.server)
