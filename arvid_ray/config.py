@@ -118,7 +118,7 @@ class StorageConfig:
     s3_endpoint: Optional[str] = None
     """S3-compatible endpoint URL (e.g. http://127.0.0.1:9000); None = AWS default / AWS_ENDPOINT_URL."""
     s3_region: Optional[str] = None
-    """S3 region; None = AWS_REGION / AWS_DEFAULT_REGION / us-east-1."""
+    """S3 region; None = AWS_REGION / AWS_DEFAULT_REGION, else asked of the bucket (cached per bucket)."""
     s3_anonymous: bool = False
     """Access public buckets without credentials."""
     gcs_endpoint: Optional[str] = None
@@ -354,8 +354,18 @@ class SamplingConfig:
     shuffle_frames: bool = False
     """Broken control only: permute each sampled video's latent frames after sampling (a measure that cannot
     tell this from a real model does not measure temporal order)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Decode precision: auto = bf16 autocast (and a bf16 KV cache) on GPU, fp32 on CPU."""
+    compile: Literal["auto", "on", "off"] = "auto"
+    """torch.compile the decode step (static shapes): auto = on for GPU, off on CPU, where compiling costs more
+    than it saves at evaluation sizes (bench_sampling measures both)."""
+    cuda_graphs: bool = True
+    """On GPU, replay the decode step from a CUDA graph (no per-op launch cost)."""
+    batch_size: int = 0
+    """Videos decoded together in evaluation (CFG doubles the rows); 0 = eval.batch_size. A GPU wants hundreds."""
 
     def __post_init__(self) -> None:
+        _check_range("sampling.batch_size", self.batch_size, 0)
         _check_range("sampling.temperature", self.temperature, 0.0)
         _check_range("sampling.top_k", self.top_k, 0)
         _check_range("sampling.top_p", self.top_p, 0.0, 1.0, lo_open=True)

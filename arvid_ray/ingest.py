@@ -138,8 +138,9 @@ def list_inputs(src: str, cfg: ExperimentConfig) -> tuple[list[_Input], list[str
 
 # ----------------------------------------------------------------------------------------- per file
 def _read_bytes(uri: str, storage: StorageConfig, filesystems: dict | None = None) -> bytes:
-    """``filesystems``: scheme → a filesystem made on the driver (it carries the driver's credentials)."""
-    return st.read_bytes(uri, storage, filesystem=(filesystems or {}).get(st.scheme(uri)))
+    """``filesystems``: ``scheme://bucket`` → a filesystem made on the driver (it carries the endpoint and the
+    bucket's region; credentials come from each node's own provider chain)."""
+    return st.read_bytes(uri, storage, filesystem=(filesystems or {}).get(st.bucket_of(uri)))
 
 
 def _segments(info: VideoInfo, size: int, cfg: IngestConfig) -> list[tuple[int, int]]:
@@ -282,8 +283,8 @@ def _run_stage(inputs: list[_Input], videos_path: str, filesystem, cfg: Experime
     import ray
 
     tally = ray.remote(num_cpus=0)(_Tally).remote()
-    filesystems = {st.scheme(i.uri): None for i in inputs if st.is_remote(i.uri)}
-    filesystems = {kind: st.resolve(f"{kind}://bucket", cfg.storage)[0] for kind in filesystems}
+    buckets = {st.bucket_of(i.uri) for i in inputs if st.is_remote(i.uri)}
+    filesystems = {bucket: st.resolve(bucket, cfg.storage)[0] for bucket in sorted(buckets)}
     ds = ray.data.from_items([asdict(i) for i in inputs], override_num_blocks=max(1, min(len(inputs), 256)))
     ds = ds.map_batches(_ingest_batch, batch_size=1, batch_format="numpy", num_cpus=cfg.data.decode_cpus,
                         fn_kwargs={"cfg_dict": cfg.to_dict(), "tally": tally,

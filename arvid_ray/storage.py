@@ -5,8 +5,9 @@ joins and parents are done on strings, never with ``pathlib`` (``Path("s3://b/x"
 ``s3:/b/x``). Local paths, ``s3://`` (AWS or any S3-compatible endpoint from ``storage.s3_endpoint`` /
 ``AWS_ENDPOINT_URL``) and ``gs://`` are first-class; other schemes go through
 ``pyarrow.fs.FileSystem.from_uri``. S3 filesystems are built explicitly rather than by ``from_uri`` so
-that the endpoint, region and the driver's credentials travel with the pickled filesystem to Ray
-workers on other nodes.
+that the endpoint and the bucket's region (looked up once, on the driver) travel with the pickled
+filesystem to Ray workers on other nodes; credentials never do: each node's Arrow reads them from the
+provider's chain, so nothing Tune or Train pickles under the storage root holds a key.
 
 On a cluster everything a worker opens lives under one *storage root* (``storage.root``, defaulting to
 ``ARVID_STORAGE`` and, on one machine, to ``experiment.workdir``): ingested videos, token caches,
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["STORAGE_ENV", "REMOTE_SCHEMES", "is_remote", "scheme", "resolve", "join", "parent", "basename",
            "exists", "is_dir", "is_file", "makedirs", "read_bytes", "write_bytes", "read_text", "write_text",
            "upload_dir", "download_file", "local_copy", "storage_root", "absolute", "s3_filesystem",
-           "StorageError", "resolve_videos_path", "VIDEOS_DIR"]
+           "bucket_region", "bucket_of", "StorageError", "resolve_videos_path", "VIDEOS_DIR"]
 
 STORAGE_ENV = "ARVID_STORAGE"
 VIDEOS_DIR = "videos.parquet"  # the dataset directory `arvid-ray ingest` writes inside its output
@@ -86,12 +87,61 @@ def basename(uri: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ filesystems
-def s3_filesystem(storage: StorageConfig | None = None):
+_REGIONS: dict[tuple[str, str], str] = {}  # (endpoint or '', bucket) -> region, looked up once per process
+
+
+def _region_from_head(bucket: str, endpoint: str | None) -> str | None:
+    """The ``x-amz-bucket-region`` header of an unsigned HEAD on the bucket. AWS sends it with 200, 301
+    and 403 alike (no credentials needed); S3-compatible servers may send it too."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{endpoint.rstrip('/')}/{bucket}" if endpoint else f"https://{bucket}.s3.amazonaws.com"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10) as resp:
+            headers = resp.headers
+    except urllib.error.HTTPError as exc:  # 301 / 403 still name the region
+        headers = exc.headers
+    except OSError:
+        return None
+    return (headers or {}).get("x-amz-bucket-region") or None
+
+
+def _region_from_api(bucket: str, endpoint: str | None) -> str | None:
+    """S3 GetBucketLocation with the default credential chain (boto3, when installed: the cluster extra)."""
+    try:
+        import boto3
+    except ImportError:
+        return None
+    try:
+        client = boto3.client("s3", endpoint_url=endpoint or None, region_name="us-east-1")
+        found = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    except Exception:  # noqa: BLE001 - no credentials, access denied, no network: the caller decides
+        return None
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(found, found)
+
+
+def bucket_region(bucket: str, endpoint: str | None = None) -> str | None:
+    """The region a bucket lives in, asked of the bucket (HEAD's ``x-amz-bucket-region``, then
+    GetBucketLocation), cached per (endpoint, bucket); None when neither answers (no such bucket,
+    no network). Arrow does not follow S3's region redirects, so a wrong guess fails every request."""
+    key = (endpoint or "", bucket)
+    if key not in _REGIONS:
+        region = _region_from_head(bucket, endpoint) or _region_from_api(bucket, endpoint)
+        if region is None:
+            return None
+        _REGIONS[key] = region
+    return _REGIONS[key]
+
+
+def s3_filesystem(storage: StorageConfig | None = None, bucket: str | None = None):
     """A pyarrow S3FileSystem from cfg.storage, falling back to AWS_ENDPOINT_URL / AWS_REGION env vars.
 
-    Credentials from the driver's AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY are set explicitly so the
-    filesystem object carries them to Ray workers; without them pyarrow's default chain (instance
-    roles, ~/.aws) is used on each node.
+    Region: ``storage.s3_region``, else AWS_REGION / AWS_DEFAULT_REGION, else the ``bucket``'s own
+    region (asked of the bucket, cached), else us-east-1. Credentials are never copied into the
+    filesystem: Arrow reads them itself on every node from the provider's chain (environment variables,
+    ~/.aws, web identity / IRSA, instance profile), so a filesystem Tune or Train pickles into the
+    storage root carries no key.
     """
     from pyarrow import fs
 
@@ -99,18 +149,23 @@ def s3_filesystem(storage: StorageConfig | None = None):
 
     storage = storage or StorageConfig()
     endpoint = storage.s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    region = storage.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    region = storage.s3_region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region and bucket:
+        region = bucket_region(bucket, endpoint)
     # generous timeouts: the SDK defaults (1 s connect, 3 s request) make busy endpoints retry uploads
-    kwargs: dict[str, Any] = {"region": region, "anonymous": storage.s3_anonymous, "connect_timeout": 10.0,
-                              "request_timeout": 120.0}
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-    if key and secret and not storage.s3_anonymous:  # explicit, so the pickled fs works in Ray workers
-        kwargs.update(access_key=key, secret_key=secret, session_token=os.environ.get("AWS_SESSION_TOKEN"))
+    kwargs: dict[str, Any] = {"region": region or "us-east-1", "anonymous": storage.s3_anonymous,
+                              "connect_timeout": 10.0, "request_timeout": 120.0}
     if endpoint:
         kwargs["endpoint_override"] = endpoint
         if endpoint.startswith("http://"):
             kwargs["scheme"] = "http"
     return fs.S3FileSystem(**kwargs)
+
+
+def bucket_of(uri: str) -> str:
+    """``scheme://bucket`` of a remote URI (the unit a filesystem is made for: S3 regions are per bucket)."""
+    kind = scheme(uri)
+    return f"{kind}://{uri.split('://', 1)[1].split('/', 1)[0]}"
 
 
 def _gcs_filesystem(storage: StorageConfig | None):
@@ -138,7 +193,7 @@ def resolve(uri: str, storage: StorageConfig | None = None):
     if not rest:
         raise StorageError(f"{uri!r} names no bucket: use {kind}://bucket/prefix")
     if kind == "s3":
-        return s3_filesystem(storage), rest
+        return s3_filesystem(storage, bucket=rest.split("/", 1)[0]), rest
     if kind in ("gs", "gcs"):
         return _gcs_filesystem(storage), rest
     try:

@@ -74,6 +74,56 @@ def test_s3_roundtrip_upload_and_local_copy(s3_server, tmp_path):
     assert open(local, "rb").read() == b"weights" and local == st.local_copy("s3://roundtrip/up/sub/w.pt", storage)
 
 
+def test_s3_filesystem_carries_no_keys_into_what_is_pickled(s3_server, monkeypatch):
+    """Tune pickles the storage filesystem into tuner.pkl under the storage root: a filesystem built with
+    explicit keys would write the secret there in clear text. Arrow reads the environment itself."""
+    import pickle
+
+    import boto3
+
+    secret = "Sup3rSecretKeyThatMustNeverBeWritten0000"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAARVIDTESTKEY0001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "arvid-session-token-0001")
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1").create_bucket(Bucket="nokeys")
+    storage = ExperimentConfig().storage.__class__(s3_endpoint=s3_server)
+    filesystem, path = st.resolve("s3://nokeys/root", storage)
+    blob = pickle.dumps(filesystem)
+    for value in (secret, "AKIAARVIDTESTKEY0001", "arvid-session-token-0001"):
+        assert value.encode() not in blob
+    st.write_text("s3://nokeys/root/x.txt", "ok", storage)  # and it still authenticates, from the environment
+    assert pickle.loads(blob).open_input_stream("nokeys/root/x.txt").read() == b"ok"
+
+
+def test_s3_region_is_asked_of_the_bucket_when_none_is_configured(s3_server, monkeypatch):
+    """The bucket made in us-west-2 (as cluster/README.md does), no region in the environment: the
+    filesystem uses us-west-2 (Arrow does not follow S3's region redirect), looked up once per bucket."""
+    import boto3
+
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    boto3.client("s3", endpoint_url=s3_server, region_name="us-west-2").create_bucket(
+        Bucket="west-bucket", CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    boto3.client("s3", endpoint_url=s3_server, region_name="eu-central-1").create_bucket(
+        Bucket="central-bucket", CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    monkeypatch.setattr(st, "_REGIONS", {})
+    storage = ExperimentConfig().storage.__class__(s3_endpoint=s3_server)
+    assert st.resolve("s3://west-bucket/root", storage)[0].region == "us-west-2"
+    assert st.resolve("s3://central-bucket/x", storage)[0].region == "eu-central-1"  # per bucket
+    assert st._REGIONS == {(s3_server, "west-bucket"): "us-west-2", (s3_server, "central-bucket"): "eu-central-1"}
+    calls = []
+    monkeypatch.setattr(st, "_region_from_head", lambda *a: calls.append(a))
+    assert st.resolve("s3://west-bucket/other", storage)[0].region == "us-west-2" and not calls  # cached
+    # GetBucketLocation answers when the header does not (the S3 API, default credential chain)
+    monkeypatch.setattr(st, "_REGIONS", {})
+    assert st.resolve("s3://west-bucket/root", storage)[0].region == "us-west-2" and calls
+    # a configured region wins over the lookup
+    assert st.resolve("s3://west-bucket/root", storage.__class__(s3_endpoint=s3_server,
+                                                                  s3_region="ap-south-1"))[0].region == "ap-south-1"
+    monkeypatch.setenv("AWS_REGION", "sa-east-1")
+    assert st.resolve("s3://west-bucket/root", storage)[0].region == "sa-east-1"
+
+
 # ------------------------------------------------------------------------------------ pre-flight
 def test_preflight_refuses_driver_local_inputs_with_a_remote_root(s3_server, tmp_path):
     import boto3
