@@ -6,10 +6,12 @@ token cache, tokenizer weights, I3D file, text encoder — must be package data 
 location every node can read; with a remote storage root, a path on the driver's disk is refused
 (on a real cluster no worker could open it). ``check_resources`` runs once connected: the request
 the config makes (``ScalingConfig`` exactly as configured) must be satisfiable by the cluster's
-*declared* node types — from the autoscaler's cluster config (autoscaler v2: KubeRay, GCS), else the
-launcher's autoscaling YAML (``ARVID_AUTOSCALING_CONFIG`` or the head's ``~/ray_bootstrap_config.yaml``)
-— never by the nodes that happen to be up, which on a cluster scaled to zero have no GPU. A cluster
-with no autoscaler cannot grow, so there its nodes are its node types. Sizing (concurrent trials,
+*declared* node types — the autoscaler's config in the GCS, a launcher YAML or RayCluster manifest
+named by ``ARVID_AUTOSCALING_CONFIG``, the launcher's ``~/ray_bootstrap_config.yaml`` on the head, or on
+KubeRay the RayCluster itself, read through the Kubernetes API and converted by the same Ray function
+KubeRay's autoscaler uses — never by the nodes that happen to be up, which on a cluster scaled to zero
+have no GPU. A local Ray this process started cannot grow, so there its nodes are its node types; a
+cluster that declares nothing is left to its autoscaler (a warning, and the bounded resource wait). Sizing (concurrent trials,
 where trial drivers run) is derived from the same declared types.
 """
 
@@ -26,11 +28,14 @@ from arvid_ray.config import ConfigError, ExperimentConfig
 
 __all__ = ["PreflightError", "NodeType", "check_inputs", "declared_node_types", "check_resources",
            "worker_request", "max_concurrent_trials", "driver_resources", "AUTOSCALING_CONFIG_ENV",
-           "DRIVER_RESOURCE"]
+           "DRIVER_RESOURCE", "RAYCLUSTER_ENV", "RAYCLUSTER_NAMESPACE_ENV", "from_ray_cluster"]
 
 log = logging.getLogger(__name__)
 
 AUTOSCALING_CONFIG_ENV = "ARVID_AUTOSCALING_CONFIG"
+RAYCLUSTER_ENV = "ARVID_RAYCLUSTER"  # KubeRay: this cluster's RayCluster name (cluster/kuberay manifests)
+RAYCLUSTER_NAMESPACE_ENV = "ARVID_RAYCLUSTER_NAMESPACE"
+_SA_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 DRIVER_RESOURCE = "arvid_driver"  # declared by non-preemptible node types in cluster/*.yaml
 _BUILTIN_TOKENIZERS = ("builtin", "fsq")
 _BUILTIN_TEXT = ("hashing", "minilm")
@@ -46,6 +51,7 @@ class NodeType:
     resources: dict[str, float]
     max_count: int  # -1 = unbounded
     static: bool = False  # a node that exists (no autoscaler), not a type that can be launched
+    declared: bool = True  # False: a live node of a cluster that declares none of its types (warn, not refuse)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -153,13 +159,8 @@ def _from_gcs() -> list[NodeType] | None:
             for g in config.node_group_configs]
 
 
-def _from_yaml(path: str) -> list[NodeType] | None:
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).expanduser().read_text())
-    except OSError:
-        return None
+def _from_autoscaling_config(data: dict) -> list[NodeType] | None:
+    """Node types of an autoscaler config (launcher YAML, or what Ray derives from a RayCluster)."""
     types = (data or {}).get("available_node_types") or {}
     head = data.get("head_node_type")
     out = []
@@ -169,19 +170,87 @@ def _from_yaml(path: str) -> list[NodeType] | None:
     return out or None
 
 
+def from_ray_cluster(cr: dict) -> list[NodeType] | None:
+    """Node types of a KubeRay RayCluster resource, through the conversion KubeRay's autoscaler itself
+    runs (``_derive_autoscaling_config_from_ray_cr``): the head group, every worker group with its
+    ``maxReplicas``, resources from ``rayStartParams`` and the containers' limits."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _derive_autoscaling_config_from_ray_cr
+
+    cr = {**cr, "metadata": {"namespace": "default", **(cr.get("metadata") or {})}}
+    return _from_autoscaling_config(_derive_autoscaling_config_from_ray_cr(cr))
+
+
+def _from_yaml(path: str) -> list[NodeType] | None:
+    """A launcher autoscaling YAML, or a RayCluster manifest (``kind: RayCluster``)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text())
+    except OSError:
+        return None
+    if (data or {}).get("kind") == "RayCluster":
+        return from_ray_cluster(data)
+    return _from_autoscaling_config(data or {})
+
+
+def _from_kuberay() -> list[NodeType] | None:
+    """On a KubeRay pod: read this cluster's RayCluster through the Kubernetes API with the pod's service
+    account (the manifests grant it ``get`` on rayclusters and name the cluster in ``ARVID_RAYCLUSTER``
+    from the pod's ``ray.io/cluster`` label), as KubeRay's autoscaler does."""
+    name = os.environ.get(RAYCLUSTER_ENV) or os.environ.get("RAY_CLUSTER_NAME")
+    if not name:
+        return None
+    namespace = os.environ.get(RAYCLUSTER_NAMESPACE_ENV)
+    if not namespace:
+        try:
+            namespace = Path(_SA_NAMESPACE).read_text().strip()
+        except OSError:
+            namespace = "default"
+    try:
+        from ray.autoscaler._private.kuberay.node_provider import KubernetesHttpApiClient
+
+        cr = KubernetesHttpApiClient(namespace=namespace).get(f"rayclusters/{name}")
+    except Exception as exc:  # noqa: BLE001 - no token, RBAC denies, API unreachable: say so, go on
+        log.warning("could not read RayCluster %s/%s from the Kubernetes API (%s: %s); grant the head's "
+                    "service account `get` on rayclusters (cluster/kuberay/raycluster.yaml does)", namespace,
+                    name, exc.__class__.__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return None
+    return from_ray_cluster(cr)
+
+
+def _started_here() -> bool:
+    """True when this process started its own local Ray (no autoscaler: its nodes are all it has)."""
+    try:
+        import ray
+
+        node = ray._private.worker.global_worker.node
+        return bool(node is not None and node.head)
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def declared_node_types() -> list[NodeType]:
-    """The node types the cluster can have (Ray must be connected); see the module docstring."""
+    """The node types the cluster can have (Ray must be connected); see the module docstring.
+
+    Sources, first found wins: the autoscaler's config in the GCS; ``ARVID_AUTOSCALING_CONFIG`` (a
+    launcher YAML or a RayCluster manifest); the launcher's ``~/ray_bootstrap_config.yaml``; on KubeRay,
+    the RayCluster read from the Kubernetes API. None of them on a cluster this process did not start:
+    the live nodes, marked undeclared (the pre-flight then warns instead of refusing). A local Ray this
+    process started: its nodes, static."""
     found = _from_gcs()
     if found:
         return found
     for path in (os.environ.get(AUTOSCALING_CONFIG_ENV), "~/ray_bootstrap_config.yaml"):
         if path and (found := _from_yaml(path)):
             return found
+    if found := _from_kuberay():
+        return found
     import ray
 
+    static = _started_here()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return [NodeType(n["NodeID"][:8], {k: float(v) for k, v in n["Resources"].items()}, 1, static=True)
-            for n in nodes]
+    return [NodeType(n["NodeID"][:8], {k: float(v) for k, v in n["Resources"].items()}, 1, static=static,
+                     declared=static) for n in nodes]
 
 
 def worker_request(cfg: ExperimentConfig) -> dict[str, float]:
@@ -229,6 +298,13 @@ def check_resources(cfg: ExperimentConfig, types: list[NodeType] | None = None) 
         return types
     kind = "static nodes" if types and all(t.static for t in types) else "declared node types"
     wanted = ", ".join(f"{k}: {v:g}" for k, v in req.items())
+    if types and not all(t.declared for t in types):
+        log.warning("this cluster declares no node types (no autoscaler config in the GCS, no %s, no "
+                    "~/ray_bootstrap_config.yaml, no readable RayCluster); its live nodes (%s) cannot host "
+                    "train.num_workers=%d workers of {%s} now, so the autoscaler decides: a request it cannot "
+                    "meet fails the trial after train.resource_timeout_s=%gs", AUTOSCALING_CONFIG_ENV,
+                    _describe(types), cfg.train.num_workers, wanted, cfg.train.resource_timeout_s)
+        return types
     if cfg.train.use_gpu and not any(t.resources.get("GPU", 0) for t in types):
         hint = ("train.use_gpu=true but no node type of this cluster has a GPU; set train.use_gpu=false "
                 "(CPU workers, gloo) or add a GPU worker type to the cluster config")
@@ -266,7 +342,7 @@ def driver_resources(cfg: ExperimentConfig, types: list[NodeType]) -> dict[str, 
     if name is None:
         if any(DRIVER_RESOURCE in t.resources for t in types):
             name = DRIVER_RESOURCE
-        elif len(types) > 1 or any(t.max_count != 1 for t in types):
+        elif len(types) > 1 or any(t.max_count != 1 or not t.declared for t in types):
             name = "node:__internal_head__"
         else:
             name = ""

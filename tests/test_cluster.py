@@ -475,3 +475,89 @@ def _wait_ok(url: str, log: Path, timeout: float = 180.0) -> None:
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer within {timeout}s; server log:\n{log.read_text()[-3000:]}")
+
+
+# --------------------------------------------------------------- KubeRay: node types, identity, scheduling
+def _ray_cluster(name: str) -> dict:
+    """The RayCluster a manifest makes (a RayJob's rayClusterSpec), as the Kubernetes API returns it."""
+    manifest = _load(CLUSTER / "kuberay" / name)
+    if manifest["kind"] == "RayJob":
+        manifest = {"apiVersion": "ray.io/v1", "kind": "RayCluster",
+                    "metadata": {"name": manifest["metadata"]["name"] + "-abcde"},
+                    "spec": manifest["spec"]["rayClusterSpec"]}
+    return {**manifest, "metadata": {**manifest["metadata"], "namespace": "research"}}
+
+
+@pytest.mark.parametrize("name", sorted(KUBERAY))
+def test_kuberay_node_types_come_from_the_raycluster_through_rays_conversion(name, monkeypatch):
+    """The shipped manifests through Ray's own RayCluster → autoscaler-config conversion (what KubeRay's
+    autoscaler runs) give the pre-flight its node types: the GPU group, its maxReplicas, the driver
+    resource on the head; read on the head pod through the Kubernetes API with the pod's account."""
+    from ray.autoscaler._private.kuberay import node_provider
+
+    from arvid_ray import preflight
+    from arvid_ray.config import load_config
+
+    cr = _ray_cluster(name)
+    (group,) = cr["spec"]["workerGroupSpecs"]
+    asked = []
+
+    def api_get(self, path):  # the Kubernetes API answering the head pod's GET
+        asked.append((self._namespace, path))
+        return cr
+
+    monkeypatch.setattr(node_provider.KubernetesHttpApiClient, "get", api_get)
+    for var in (preflight.AUTOSCALING_CONFIG_ENV, "RAY_CLUSTER_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", "/nonexistent")  # no launcher bootstrap config here
+    monkeypatch.setattr(preflight, "_from_gcs", lambda: None)
+    # the pods' env names their RayCluster (downward API, the ray.io/cluster label) and namespace
+    env = {e["name"]: e for e in cr["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env[preflight.RAYCLUSTER_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['ray.io/cluster']"
+    assert env[preflight.RAYCLUSTER_NAMESPACE_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    monkeypatch.setenv(preflight.RAYCLUSTER_ENV, cr["metadata"]["name"])
+    monkeypatch.setenv(preflight.RAYCLUSTER_NAMESPACE_ENV, "research")
+    types = {t.name: t for t in preflight.declared_node_types()}
+    assert asked == [("research", f"rayclusters/{cr['metadata']['name']}")]
+    gpu = types[group["groupName"]]
+    assert gpu.resources["GPU"] == 1.0 and gpu.max_count == group["maxReplicas"] and gpu.declared
+    assert types["headgroup"].resources.get("GPU", 0) == 0 and preflight.DRIVER_RESOURCE in types["headgroup"].resources
+    # the dataset config the manifests run (8 GPU workers) fits; one more worker does not
+    argv = shlex.split(_load(CLUSTER / "kuberay" / "rayjob.yaml")["spec"]["entrypoint"])
+    cfg = load_config(ROOT / argv[argv.index("--config") + 1].removeprefix(IMAGE_ROOT))
+    assert cfg.train.use_gpu and cfg.train.num_workers <= group["maxReplicas"]
+    preflight.check_resources(cfg, list(types.values()))
+    with pytest.raises(preflight.PreflightError, match=f"room for {group['maxReplicas']}"):
+        preflight.check_resources(cfg.replace(**{"train.num_workers": group["maxReplicas"] + 1}), list(types.values()))
+    assert preflight.driver_resources(cfg, list(types.values())) == {preflight.DRIVER_RESOURCE: 0.001}
+    if name == "raycluster.yaml":  # the manifest itself named by ARVID_AUTOSCALING_CONFIG: the same types
+        monkeypatch.delenv(preflight.RAYCLUSTER_ENV)
+        monkeypatch.setenv(preflight.AUTOSCALING_CONFIG_ENV, str(CLUSTER / "kuberay" / name))
+        assert {t.name: t for t in preflight.declared_node_types()} == types and len(asked) == 1
+
+
+def test_kuberay_without_a_readable_raycluster_warns_and_leaves_it_to_the_autoscaler(monkeypatch, caplog):
+    """RBAC denies the read (or no source at all): the pre-flight says so and does not refuse a GPU sweep
+    that the head's live nodes cannot host; the bounded resource wait decides."""
+    import requests
+    from ray.autoscaler._private.kuberay import node_provider
+
+    from arvid_ray import preflight
+    from arvid_ray.config import ExperimentConfig
+
+    def denied(self, path):
+        raise requests.HTTPError("403 Forbidden: rayclusters.ray.io is forbidden")
+
+    monkeypatch.setattr(node_provider.KubernetesHttpApiClient, "get", denied)
+    monkeypatch.setenv(preflight.RAYCLUSTER_ENV, "arvid-ray")
+    with caplog.at_level("WARNING"):
+        assert preflight._from_kuberay() is None
+    assert "get` on rayclusters" in caplog.text
+    live = [preflight.NodeType("head", {"CPU": 7.0}, 1, static=False, declared=False)]
+    cfg = ExperimentConfig.from_flat({"train.use_gpu": True, "train.num_workers": 2})
+    with caplog.at_level("WARNING"):
+        assert preflight.check_resources(cfg, live) == live
+    assert "declares no node types" in caplog.text and "train.resource_timeout_s" in caplog.text
+    assert preflight.driver_resources(cfg, live) == {"node:__internal_head__": 0.001}
+    with pytest.raises(preflight.PreflightError, match="no node type of this cluster has a GPU"):
+        preflight.check_resources(cfg, [preflight.NodeType("local", {"CPU": 4.0}, 1, static=True)])
