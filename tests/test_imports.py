@@ -10,10 +10,10 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 
 # Modules allowed to import each framework (DESIGN.md). Paths are relative module names.
-RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "evaluate", "preflight",
+RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "searcher", "evaluate", "preflight",
           "console"}  # console: quiets the frameworks' own logging where Ray starts
 MLFLOW_OK = {"tracking.tracker", "tracking.journal", "tracking.server", "sweep"}  # the tracking package
-OPTUNA_OK = {"sweep", "console"}
+OPTUNA_OK = {"sweep", "searcher", "console"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.
 LAYERS = [
@@ -24,7 +24,7 @@ LAYERS = [
     {"data", "objectives", "sampling", "tracking", "metrics"},
     {"train"},
     {"launch", "evaluate", "report", "preflight"},
-    {"sweep", "search"},
+    {"sweep", "search", "searcher"},
     {"cli"},
 ]
 LAYER_OF = {name: i for i, names in enumerate(LAYERS) for name in names}
