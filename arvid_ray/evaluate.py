@@ -411,7 +411,7 @@ def _evaluate_job(cfg: ExperimentConfig, checkpoint: str, out_dir: str | None, r
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = load_tokenizer(cfg.tokenizer, device=device)
-    model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)
+    model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)  # = train.loop.vocab_size
     state = load_checkpoint(checkpoint, cfg, model=model, restore_rng_state=False)
     if state.ema is not None:  # a run with train.ema_decay validated and evaluated its weight average
         model.load_state_dict(state.ema["weights"])

@@ -117,3 +117,26 @@ def test_rank_files_merge_into_one_directory(tmp_path):
         "train_state.pt",
     ]
     assert load_checkpoint(tmp_path, CFG, rank=1).rng is not None
+
+
+def test_rng_restore_takes_only_the_gpus_this_process_can_see(monkeypatch):
+    """Saved on a node with 2 visible GPUs, resumed where 1 is visible: GPU 0's state is restored, the other
+    skipped (restoring every saved ordinal raises 'invalid device ordinal' on real hardware)."""
+    from arvid_ray.train.checkpoint import capture_rng, restore_rng
+
+    state = capture_rng()
+    state["cuda"] = [torch.full((8,), 1, dtype=torch.uint8), torch.full((8,), 2, dtype=torch.uint8)]
+    restored = []
+
+    def set_rng_state(new_state, device="cuda"):
+        index = device if isinstance(device, int) else torch.device(device).index or 0
+        if index >= 1:
+            raise RuntimeError(f"CUDA error: invalid device ordinal {index}")
+        restored.append((index, int(new_state[0])))
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", set_rng_state)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)  # what set_rng_state_all calls
+    restore_rng(state)
+    assert restored == [(0, 1)]

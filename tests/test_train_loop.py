@@ -266,3 +266,15 @@ def test_ema_with_fsdp_is_refused_naming_the_field():
         BASE.replace(**{"train.ema_decay": 0.999, "train.parallelism": "fsdp"})
     with pytest.raises(ConfigError, match="train.ema_decay"):
         BASE.replace(**{"train.ema_decay": 1.0})
+
+
+def test_training_sizes_the_vocabulary_from_the_tokenizer_as_evaluation_does():
+    """``tokenizer.fsq_levels`` is ignored by the builtin weights (and by checkpoints): training must build the
+    model with the tokenizer's own vocabulary, the size evaluation builds it with, or the checkpoint cannot be
+    evaluated; a fresh ``fsq`` tokenizer's vocabulary is the product of its levels."""
+    from arvid_ray.tokenizer import load_tokenizer
+
+    cfg = BASE.replace(**{"tokenizer.fsq_levels": [4, 4]})
+    assert build_training_model(cfg).vocab_size == load_tokenizer(cfg.tokenizer).vocab_size == 1000
+    fresh = cfg.replace(**{"tokenizer.name": "fsq"})
+    assert build_training_model(fresh).vocab_size == load_tokenizer(fresh.tokenizer).vocab_size == 16

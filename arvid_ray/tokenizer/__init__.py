@@ -15,7 +15,9 @@ without touching them. Backends by ``TokenizerConfig.name``:
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,6 +35,7 @@ __all__ = [
     "arch_from_config",
     "builtin_weights_path",
     "FSQ_INIT_SEED",
+    "tokenizer_vocab_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,21 @@ def load_tokenizer(cfg: TokenizerConfig, device: torch.device | str = "cpu") -> 
             )
         tok = load_checkpoint(path)
     return tok.to(device)
+
+
+def tokenizer_vocab_size(cfg: TokenizerConfig) -> int:
+    """The vocabulary of the tokenizer ``cfg`` names — the one number training sizes the model's embedding and
+    head from and evaluation checks against. ``fsq`` is the product of ``cfg.fsq_levels``; ``builtin`` and a
+    checkpoint path say their own (their weights fix it, and ``fsq_levels`` is then ignored), so they are loaded
+    once per process on CPU to read it."""
+    if cfg.name == "fsq":
+        return math.prod(int(level) for level in cfg.fsq_levels)
+    return _loaded_vocab_size(cfg.name)
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_vocab_size(name: str) -> int:
+    return int(load_tokenizer(TokenizerConfig(name=name)).vocab_size)
 
 
 def _warn_if_differs(cfg: TokenizerConfig, arch: TokenizerArch) -> None:

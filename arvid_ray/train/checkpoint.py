@@ -139,7 +139,11 @@ def restore_rng(state: dict[str, Any], generator: torch.Generator | None = None)
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # one state per GPU visible when saved; restore those this process can see (a resume with fewer
+        # visible GPUs — another node, a narrower CUDA_VISIBLE_DEVICES — would otherwise raise on the first
+        # missing ordinal; set_rng_state_all assumes the same device set)
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
     if generator is not None and "generator" in state:
         generator.set_state(state["generator"])
 

@@ -90,8 +90,11 @@ class LoopResult:
 
 
 def vocab_size(cfg: ExperimentConfig) -> int:
-    """Tokenizer vocabulary: the product of the FSQ levels."""
-    return math.prod(int(x) for x in cfg.tokenizer.fsq_levels)
+    """The tokenizer's vocabulary (``tokenizer_vocab_size``: what evaluation builds the model with too), not
+    the product of ``tokenizer.fsq_levels``, which the builtin weights and checkpoints ignore."""
+    from arvid_ray.tokenizer import tokenizer_vocab_size
+
+    return tokenizer_vocab_size(cfg.tokenizer)
 
 
 def build_training_model(cfg: ExperimentConfig) -> torch.nn.Module:
