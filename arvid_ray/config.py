@@ -330,10 +330,13 @@ class ObjectiveConfig:
 @dataclass(frozen=True)
 class FewerFramesConfig:
     num_frames: int = 2
-    """Fewer-Frames: latent frames per training clip (block length at inference)."""
+    """Fewer-Frames: latent frames per training clip (block length at inference); >= 2."""
 
     def __post_init__(self) -> None:
-        _check_range("fewer_frames.num_frames", self.num_frames, 1)
+        if self.num_frames < 2:  # refused here, not after training: evaluation could never roll it out
+            _fail("fewer_frames.num_frames", self.num_frames,
+                  "must be >= 2: block-wise inference conditions each block on the previous frames, and a model "
+                  "trained on 1-frame clips never saw a previous frame (it is an image model)")
 
 
 @dataclass(frozen=True)

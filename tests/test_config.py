@@ -34,6 +34,9 @@ def test_overrides_parse_yaml_values(tmp_path):
         ("trian.steps=3", "unknown config key"),
         ("data.num_frames=16", r"1 \+ k\*4"),
         ("badly-formed", "section.field=value"),
+        # a 1-frame Fewer-Frames model trained to the end and then failed evaluation (no previous frame to
+        # condition a block on): refused at config time, naming the field
+        ("fewer_frames.num_frames=1", r"'fewer_frames.num_frames' = 1 is invalid: must be >= 2"),
     ],
 )
 def test_invalid_values_name_the_field(override, fragment):
