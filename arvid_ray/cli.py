@@ -149,10 +149,17 @@ def _sync(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
 # ---------------------------------------------------------------------------------------- sweep
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="restore the sweep named sweep.name and finish it")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run every pre-flight check, print what would be launched, start nothing (exit 0 or 2)")
 
 
 @command("sweep", "Ray Tune + Optuna sweep over the config's sweep.search_space", _sweep_args)
 def _sweep(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    if args.dry_run:
+        from arvid_ray.sweep import dry_run, print_dry_run
+
+        plan, refused = dry_run(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")))
+        return print_dry_run("arvid-ray sweep", plan, refused)
     from arvid_ray.sweep import fresh_sweep_name, prepare_inputs, run_sweep, sweep_storage
 
     storage = sweep_storage(cfg)

@@ -28,7 +28,8 @@ from arvid_ray.config import ConfigError, ExperimentConfig
 
 __all__ = ["PreflightError", "NodeType", "check_inputs", "declared_node_types", "check_resources",
            "worker_request", "max_concurrent_trials", "driver_resources", "AUTOSCALING_CONFIG_ENV",
-           "DRIVER_RESOURCE", "RAYCLUSTER_ENV", "RAYCLUSTER_NAMESPACE_ENV", "from_ray_cluster"]
+           "DRIVER_RESOURCE", "RAYCLUSTER_ENV", "RAYCLUSTER_NAMESPACE_ENV", "from_ray_cluster",
+           "planned_node_types", "describe"]
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,17 @@ def _started_here() -> bool:
         return False
 
 
+def _declared() -> list[NodeType] | None:
+    """The first declared source that answers (see declared_node_types), or None."""
+    found = _from_gcs()
+    if found:
+        return found
+    for path in (os.environ.get(AUTOSCALING_CONFIG_ENV), "~/ray_bootstrap_config.yaml"):
+        if path and (found := _from_yaml(path)):
+            return found
+    return _from_kuberay()
+
+
 def declared_node_types() -> list[NodeType]:
     """The node types the cluster can have (Ray must be connected); see the module docstring.
 
@@ -237,13 +249,7 @@ def declared_node_types() -> list[NodeType]:
     the RayCluster read from the Kubernetes API. None of them on a cluster this process did not start:
     the live nodes, marked undeclared (the pre-flight then warns instead of refusing). A local Ray this
     process started: its nodes, static."""
-    found = _from_gcs()
-    if found:
-        return found
-    for path in (os.environ.get(AUTOSCALING_CONFIG_ENV), "~/ray_bootstrap_config.yaml"):
-        if path and (found := _from_yaml(path)):
-            return found
-    if found := _from_kuberay():
+    if found := _declared():
         return found
     import ray
 
@@ -251,6 +257,29 @@ def declared_node_types() -> list[NodeType]:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     return [NodeType(n["NodeID"][:8], {k: float(v) for k, v in n["Resources"].items()}, 1, static=static,
                      declared=static) for n in nodes]
+
+
+def planned_node_types(num_cpus: int | None = None) -> list[NodeType]:
+    """The node types a dry run checks against, starting nothing: a declared source when one exists (no
+    Ray needed); else, with ``RAY_ADDRESS``, the connected cluster's (connecting starts no work); else the
+    local machine as ``tune_window.py`` would start Ray on it (``num_cpus`` logical CPUs, its GPUs)."""
+    if found := _declared():
+        return found
+    if os.environ.get("RAY_ADDRESS"):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        return declared_node_types()
+    import torch
+
+    cpus = float(num_cpus or max(4, os.cpu_count() or 1))
+    return [NodeType("local", {"CPU": cpus, "GPU": float(torch.cuda.device_count())}, 1, static=True)]
+
+
+def describe(types: list[NodeType]) -> str:
+    """One line naming each node type, its resources and how many the cluster may have."""
+    return _describe(types)
 
 
 def worker_request(cfg: ExperimentConfig) -> dict[str, float]:

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -648,3 +649,100 @@ def fresh_sweep_name(cfg: ExperimentConfig, storage: str) -> ExperimentConfig:
         n += 1
         name = f"{base}-{n}"
     return cfg.replace(**{"sweep.name": name}) if name != base else cfg
+
+
+# ------------------------------------------------------------------------------------------ dry run
+def _tracking_refusal(cfg: ExperimentConfig) -> str | None:
+    """A tracking server that does not answer its /health page (no MLflow import, no run created)."""
+    import urllib.error
+    import urllib.request
+
+    if not cfg.tracking.enabled:
+        return None
+    uri = tracking_uri(cfg)
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=10):
+            return None
+    except urllib.error.HTTPError as exc:  # it answers (auth, proxies): reachable
+        return None if exc.code < 500 else f"tracking server {uri} answers {exc.code} on /health"
+    except OSError as exc:
+        return (f"tracking server {uri} (tracking.uri / MLFLOW_TRACKING_URI) does not answer ({exc}); start it "
+                f"or forward its port, or set tracking.uri=sqlite:///<absolute path>.db")
+
+
+def dry_run(cfg: ExperimentConfig, *, cluster: bool, num_cpus: int | None = None,
+            rows: list[dict[str, Any]] | None = None) -> tuple[list[str], list[str]]:
+    """Every pre-flight check a sweep makes — inputs, storage reachability and region, search space,
+    declared node types and accelerator, trial-driver placement, tracking server — and what it would
+    launch, starting no trial, no MLflow run and no local Ray. Returns (plan lines, refusals); callers
+    exit 0 with no refusal, else 2."""
+    from arvid_ray import preflight
+    from arvid_ray import storage as st
+
+    plan: list[str] = []
+    refused: list[str] = []
+
+    def check(fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, ValueError, FileNotFoundError) as exc:
+            refused.append(str(exc))
+            return None
+
+    cfg = cfg.replace(**{"storage.root": st.storage_root(cfg)})
+    root = cfg.storage.root
+    check(preflight.check_inputs, cfg, cluster=cluster)
+    where = root
+    if st.scheme(root) == "s3" and not refused:
+        where += f" (region {st.resolve(root, cfg.storage)[0].region})"
+    plan.append(f"storage root: {where}")
+    storage = sweep_storage(cfg)
+    if not refused:
+        cfg = fresh_sweep_name(cfg, storage)
+    plan.append(f"sweep: {cfg.sweep.name} under {storage} (Tune state, checkpoints)")
+    if cfg.data.source == "synthetic":
+        plan.append(f"data: built-in synthetic, {cfg.synth.num_videos} videos rendered once under "
+                    f"{st.join(root, 'synthetic')}")
+    else:
+        plan.append(f"data: {cfg.data.source}" + (f", token cache {cfg.data.tokens_path}" if cfg.data.tokens_path else ""))
+    if rows is None:
+        if check(parse_space, cfg.sweep.search_space, cfg) is not None:
+            trials = cfg.sweep.num_samples + int(cfg.sweep.include_baseline)
+            plan.append(f"trials: {trials} ({cfg.sweep.num_samples} sampled over "
+                        f"{', '.join(cfg.sweep.search_space) or 'nothing'}"
+                        f"{' + the baseline' if cfg.sweep.include_baseline else ''}), "
+                        f"quality {cfg.sweep.metric}, cost {cfg.sweep.cost_metric}")
+    else:
+        for row in rows:
+            check(ExperimentConfig.from_flat, trial_overrides(row), base=cfg)
+        plan.append(f"trials: {len(rows)} (one per row)")
+    if (problem := _tracking_refusal(cfg)) is not None:
+        refused.append(problem)
+    plan.append(f"tracking: {tracking_uri(cfg) if cfg.tracking.enabled else 'off'}")
+    types = check(preflight.planned_node_types, num_cpus)
+    if types is not None:
+        kind = ("declared" if all(t.declared for t in types) else "NOT declared (live nodes; the autoscaler "
+                "decides)")
+        plan.append(f"node types ({kind}): {preflight.describe(types)}")
+        if check(preflight.check_resources, cfg, types) is not None or cfg.train.num_workers == 0:
+            request = preflight.worker_request(cfg)
+            driver = check(preflight.driver_resources, cfg, types)
+            concurrent = preflight.max_concurrent_trials(cfg, types, DRIVER_CPUS)
+            plan.append(f"per trial: {cfg.train.num_workers} Train workers x "
+                        f"{{{', '.join(f'{k}: {v:g}' for k, v in request.items())}}}, driver "
+                        f"{{CPU: {DRIVER_CPUS:g}{''.join(f', {k}: {v:g}' for k, v in (driver or {}).items())}}}; "
+                        f"at most {concurrent} trials at once")
+    return plan, refused
+
+
+def print_dry_run(prog: str, plan: list[str], refused: list[str]) -> int:
+    """Print a dry run's plan, then its refusals; the exit code (0 would launch, 2 refused)."""
+    print(f"{prog} --dry-run: nothing was started")
+    for line in plan:
+        print(f"  {line}")
+    for line in refused:
+        print(f"{prog}: refused: {line}", file=sys.stderr)
+    print(f"  => {'would launch' if not refused else f'refused ({len(refused)})'}")
+    return 2 if refused else 0

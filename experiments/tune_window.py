@@ -5,6 +5,7 @@
     python experiments/tune_window.py --config experiments/configs/ucf101.yaml            # real data
     RAY_ADDRESS=ray://head:10001 python experiments/tune_window.py --config ...        # a cluster
     python experiments/tune_window.py --resume sweep.name=tune-window                 # finish an interrupted sweep
+    python experiments/tune_window.py --dry-run --config ...   # every pre-flight check + the plan; starts nothing
 
 Trailing key=value arguments override the config (e.g. sweep.num_samples=12 train.steps=400).
 """
@@ -53,11 +54,13 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="experiment YAML with a sweep section")
     parser.add_argument("--smoke-test", action="store_true", help="2 tiny trials of the debug preset (CI)")
     parser.add_argument("--resume", action="store_true", help="restore the sweep named sweep.name and finish it")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run every pre-flight check, print what would be launched, start nothing (exit 0 or 2)")
     parser.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for a local Ray instance")
     parser.add_argument("--verbose", action="store_true",
                         help="also show Ray's own per-operator progress and INFO lines (= experiment.verbose=true)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the flags
     try:
         cfg = load_config(args.config, (SMOKE_OVERRIDES if args.smoke_test else []) + list(args.overrides))
     except ConfigError as exc:
@@ -67,6 +70,11 @@ def _main(argv: list[str] | None = None) -> int:
 
     verbose = args.verbose or cfg.experiment.verbose
     console.setup(verbose)  # before Ray starts: the job's workers get the same console settings
+    if args.dry_run:
+        from arvid_ray.sweep import dry_run, print_dry_run
+
+        plan, refused = dry_run(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")), num_cpus=args.num_cpus)
+        return print_dry_run("tune_window", plan, refused)
     from arvid_ray import storage as st
     from arvid_ray.preflight import check_inputs
 

@@ -11,6 +11,7 @@ and store artifacts in S3 (a moto server here).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -561,3 +562,127 @@ def test_kuberay_without_a_readable_raycluster_warns_and_leaves_it_to_the_autosc
     assert preflight.driver_resources(cfg, live) == {"node:__internal_head__": 0.001}
     with pytest.raises(preflight.PreflightError, match="no node type of this cluster has a GPU"):
         preflight.check_resources(cfg, [preflight.NodeType("local", {"CPU": 4.0}, 1, static=True)])
+
+
+# --------------------------------------------------------------- the documented commands, dry run
+DATASET_CONFIGS = ["ucf101", "taichi", "sky_timelapse", "ffs", "t2v_captions", "paper_B"]
+
+
+def _readme_submit_argv() -> list[str]:
+    """The argv after `--` of cluster/README.md's `ray job submit` (dry-run) command."""
+    text = (CLUSTER / "README.md").read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("ray job submit") and "--dry-run" in ln]
+    argv = shlex.split(line)
+    return argv[argv.index("--") + 1:]
+
+
+@pytest.fixture()
+def west_bucket(s3_server, monkeypatch, tmp_path):
+    """The README's bucket on a local S3 server, created in us-west-2, with no region in the environment;
+    every dataset ingested (one object each) and an I3D file; MLflow on a sqlite file."""
+    import boto3
+
+    from arvid_ray import storage as st
+
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "RAY_ADDRESS", "ARVID_RAYCLUSTER", "RAY_CLUSTER_NAME",
+                "ARVID_I3D_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(st, "_REGIONS", {})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/ray_bootstrap_config.yaml but the one a test writes
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-west-2")
+    made = set()
+
+    def make(bucket: str) -> str:
+        if bucket not in made:
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):  # the server is per session
+                s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+            for name in DATASET_CONFIGS:
+                s3.put_object(Bucket=bucket, Key=f"{name}/videos.parquet/part-0.parquet", Body=b"rows")
+            s3.put_object(Bucket=bucket, Key="i3d/i3d_torchscript.pt", Body=b"torchscript")
+            made.add(bucket)
+        return bucket
+
+    return make
+
+
+def _dry_run(argv: list[str], capsys) -> tuple[int, str, str]:
+    import tune_window
+
+    assert argv[0] == "python" and argv[1].endswith(ENTRY)
+    code = tune_window.main(argv[2:])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("dataset", DATASET_CONFIGS)
+def test_readme_command_passes_the_dry_run_for_every_dataset_config(dataset, west_bucket, monkeypatch, capsys,
+                                                                      tmp_path):
+    """cluster/README.md's submit command, as written (bucket name and dataset name filled in), passes
+    `--dry-run` on each cluster file's declared node types: the launcher's bootstrap config on the head
+    (aws.yaml, gcp.yaml), or the RayCluster (KubeRay); it starts no Ray and no MLflow run."""
+    import ray
+
+    bucket = west_bucket("your-bucket")
+    argv = [a.replace("YOUR-BUCKET", bucket).replace("ucf101", dataset) for a in _readme_submit_argv()]
+    assert (ROOT / argv[argv.index("--config") + 1]).is_file()
+    if dataset == "paper_B":  # the built-in synthetic data: no data.source (README says so)
+        argv = [a for a in argv if not a.startswith("data.source=")]
+    monkeypatch.setenv("ARVID_STORAGE", f"s3://{bucket}/arvid-ray")
+    for cluster_file in ("aws.yaml", "gcp.yaml", "kuberay/raycluster.yaml"):
+        if cluster_file.startswith("kuberay"):
+            monkeypatch.setenv("ARVID_AUTOSCALING_CONFIG", str(CLUSTER / cluster_file))
+        else:  # what `ray up` writes on the head
+            monkeypatch.delenv("ARVID_AUTOSCALING_CONFIG", raising=False)
+            (tmp_path / "ray_bootstrap_config.yaml").write_text((CLUSTER / cluster_file).read_text())
+        code, out, err = _dry_run(argv, capsys)
+        assert code == 0, (cluster_file, err)
+        assert "region us-west-2" in out and "=> would launch" in out and "node types (declared)" in out
+        assert "GPU: 1" in out and "per trial: 8 Train workers" in out
+    assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_rayjob_entrypoint_passes_the_dry_run(west_bucket, monkeypatch, capsys):
+    job = _load(CLUSTER / "kuberay" / "rayjob.yaml")
+    env = {e["name"]: e.get("value") for e in job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+           ["containers"][0]["env"]}
+    bucket = west_bucket(env["ARVID_STORAGE"].split("/")[2])
+    monkeypatch.setenv("ARVID_STORAGE", env["ARVID_STORAGE"])
+    manifest = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "arvid-ray-sweep-x"},
+                "spec": job["spec"]["rayClusterSpec"]}
+    path = CLUSTER.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    (path / "rayjob-cluster.yaml").write_text(yaml.safe_dump(manifest))
+    monkeypatch.setenv("ARVID_AUTOSCALING_CONFIG", str(path / "rayjob-cluster.yaml"))
+    argv = [a.replace(IMAGE_ROOT, str(ROOT) + "/") for a in shlex.split(job["spec"]["entrypoint"])]
+    code, out, err = _dry_run([*argv, "--dry-run"], capsys)
+    assert code == 0, err
+    assert f"s3://{bucket}/" in out and "region us-west-2" in out
+
+
+def test_dry_run_refuses_with_exit_2_and_names_every_problem(west_bucket, monkeypatch, capsys, tmp_path):
+    """A refused dry run: exit 2, one line per refusal, nothing started; the CLI's sweep does the same."""
+    import ray
+    from conftest import free_port
+
+    from arvid_ray import cli
+
+    bucket = west_bucket("refused-bucket")
+    monkeypatch.setenv("ARVID_STORAGE", f"s3://{bucket}/arvid-ray")
+    (tmp_path / "ray_bootstrap_config.yaml").write_text((CLUSTER / "aws.yaml").read_text())
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    argv = [a.replace("YOUR-BUCKET", bucket) for a in _readme_submit_argv()]
+    code, out, err = _dry_run([*argv, "train.num_workers=33"], capsys)  # aws.yaml declares 32 GPUs in all
+    assert code == 2 and "=> refused (2)" in out
+    assert "tracking server http://127.0.0.1:" in err and "train.num_workers=33" in err and "room for 32" in err
+    no_i3d = [a for a in argv if not a.startswith("eval.i3d_path=")]
+    code, out, err = _dry_run(no_i3d, capsys)
+    assert code == 2 and "eval.i3d_path" in err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    config = argv[argv.index("--config") + 1]
+    assert cli.main(["sweep", "--config", str(ROOT / config), "--dry-run", f"data.source=s3://{bucket}/ucf101",
+                     "eval.extractor=synthc3d"]) == 0  # FVD opted out explicitly
+    assert "=> would launch" in capsys.readouterr().out
+    assert cli.main(["sweep", "--config", str(ROOT / config), "--dry-run", f"data.source=s3://{bucket}/none"]) == 2
+    assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
