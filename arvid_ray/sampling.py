@@ -93,6 +93,7 @@ def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig
                 raise ValueError("sampling.cfg_scale != 1 needs a conditional model (model.conditioning class "
                                  "or text); use cfg_scale=1 for unconditional models")
             uncond = model.condition(labels, captions, force_drop=True, batch_size=batch_size)
+        decode = _Decoder(model, cond, uncond, trained * hw, cfg)  # one static cache for every re-prefill
         total = num_latent_frames * hw
         while seq.shape[1] < total:
             have = seq.shape[1]
@@ -101,7 +102,7 @@ def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig
             else:
                 frames = have // hw
                 ctx, n_new = seq[:, (frames - context) * hw:], min(step * hw, total - have)
-            seq = torch.cat([seq, _decode(model, cond, uncond, ctx, n_new, cfg, generator)], dim=1)
+            seq = torch.cat([seq, decode(ctx, n_new, generator)], dim=1)
     finally:
         model.train(was_training)
     video = rearrange(seq, "b (t h w) -> b t h w", h=h, w=w)
@@ -113,22 +114,97 @@ def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig
 
 
 def _decode(model, cond, uncond, prefix, n_new: int, cfg: SamplingConfig, generator) -> torch.Tensor:
-    """Decode ``n_new`` tokens after ``[cond ‖ prefix]`` with a KV cache → [B, n_new]."""
-    batch = prefix.shape[0]
-    if uncond is not None:  # (2B, ...): conditional rows first, unconditional rows second
-        cond, prefix = torch.cat([cond, uncond]), torch.cat([prefix, prefix])
-    out = model.prefill(cond, prefix)
-    new = []
-    for i in range(n_new):
-        logits = out.logits[:, -1]
-        if uncond is not None:
-            logits = guide(logits, batch, cfg.cfg_scale)
-        token = sample_logits(logits, cfg, generator)  # (B,)
-        new.append(token)
-        if i + 1 < n_new:
-            step_in = token if uncond is None else torch.cat([token, token])
-            out = model.forward_with_cache(step_in[:, None], prefix.shape[1] + i, out.cache, hidden_layer=-1)
-    return torch.stack(new, dim=1)
+    """Decode ``n_new`` tokens after ``[cond ‖ prefix]`` → [B, n_new] (one ``_Decoder`` for one call)."""
+    return _Decoder(model, cond, uncond, prefix.shape[1] + n_new, cfg)(prefix, n_new, generator)
+
+
+class _Decoder:
+    """One ``generate`` call's decoding state, built once and reused by every (re-)prefill: a static KV cache
+    for the conditional (+ unconditional) rows, the precision and the decode step — eager, compiled
+    (``torch.compile``, static shapes) or replayed from a CUDA graph. Sampling (RNG, top-k/p, CFG mixing)
+    stays outside the compiled step, so a seeded generator draws exactly the numbers the eager loop draws."""
+
+    def __init__(self, model, cond, uncond, max_video: int, cfg: SamplingConfig):
+        self.model, self.cfg, self.batch = model, cfg, cond.shape[0]
+        self.guided = uncond is not None
+        self.cond = cond if uncond is None else torch.cat([cond, uncond])  # (2B, P, D): conditional rows first
+        device = cond.device
+        self.dtype = _precision(cfg, device)
+        self.static = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+        self.graphed = device.type == "cuda" and cfg.cuda_graphs
+        self.slot = torch.zeros(1, dtype=torch.long, device=device)  # the step's cache slot (fixed address)
+        self.token = torch.zeros(self.cond.shape[0], dtype=torch.long, device=device)  # graph input
+        self._allocate(max_video)
+
+    def _allocate(self, max_video: int) -> None:
+        self.cache = self.model.new_cache(self.cond.shape[0], self.cond.shape[1], max_video, self.dtype)
+        self.graph = self.logits = None
+
+    def __call__(self, prefix: torch.Tensor, n_new: int, generator) -> torch.Tensor:
+        cond_len, m = self.cond.shape[1], prefix.shape[1]
+        if cond_len + m + n_new > self.cache.max_len:  # a longer context than the cache was sized for
+            self._allocate(m + n_new)
+        rows = prefix if not self.guided else torch.cat([prefix, prefix])  # (2B, m) under CFG
+        out = torch.empty(self.batch, n_new, dtype=torch.long, device=prefix.device)
+        with torch.autocast(prefix.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32,
+                            cache_enabled=not self.graphed):  # a captured graph must not hold autocast's cache
+            logits = self.model.prefill_into(self.cond, rows, self.cache).float()  # (rows, V)
+            for i in range(n_new):
+                if self.guided:
+                    logits = guide(logits, self.batch, self.cfg.cfg_scale)
+                token = sample_logits(logits, self.cfg, generator)  # (B,)
+                out[:, i] = token
+                if i + 1 < n_new:
+                    logits = self._step(token if not self.guided else token.repeat(2), cond_len + m + i)
+        return out
+
+    def _step(self, token: torch.Tensor, slot: int) -> torch.Tensor:
+        """Feed ``token`` at cache ``slot`` → logits (rows, V) in fp32."""
+        self.slot.fill_(slot)  # in place: the compiled step and the graph read this tensor
+        if self.graphed:
+            if self.graph is None:
+                self._capture()
+            self.token.copy_(token)
+            self.graph.replay()
+            return self.logits
+        if self.static:
+            return _compiled_step()(self.model, token, self.slot, self.cache)
+        return self.model.decode_step(token, self.slot, self.cache, keys=slot + 1).float()  # exact keys, no mask
+
+    def _capture(self) -> None:
+        """Record one decode step in a CUDA graph (warmed up, and compiled if asked, on a side stream)."""
+        step = _compiled_step() if self.static else _static_step
+        args = (self.model, self.token, self.slot, self.cache)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):  # writes to self.slot only: decode steps write a slot before reading it
+                step(*args)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.logits = step(*args)
+
+
+def _static_step(model, token, slot, cache) -> torch.Tensor:
+    """The decode step with every shape fixed (all cache slots, masked): compiled / graph-captured as is."""
+    return model.decode_step(token, slot, cache).float()
+
+
+_COMPILED = None
+
+
+def _compiled_step():
+    global _COMPILED
+    if _COMPILED is None:  # one compiled function; dynamo keys its cache on the shapes it is called with
+        _COMPILED = torch.compile(_static_step, fullgraph=True, dynamic=False)
+    return _COMPILED
+
+
+def _precision(cfg: SamplingConfig, device: torch.device) -> torch.dtype:
+    if cfg.precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if cfg.precision == "bf16" else torch.float32
 
 
 def _prompt(prompt, batch_size: int, num_frames: int, hw: tuple[int, int], device) -> torch.Tensor:

@@ -87,6 +87,29 @@ def test_prefill_then_cache_equals_one_forward(positions, split):
     assert out.cache[0][0].shape[2] == 1 + flat.shape[1] - 1
 
 
+@pytest.mark.parametrize("positions", ["rope3d", "learned"])
+@pytest.mark.parametrize("masked", [False, True])  # exact keys (eager) / every slot under a mask (compiled)
+def test_static_cache_decode_steps_equal_one_forward(positions, masked):
+    model = _model(positions=positions).eval()
+    tokens, cond = _tokens(), model.condition(torch.tensor([0, 5]))
+    flat, p = tokens.flatten(1), cond.shape[1]  # (2, 18)
+    with torch.no_grad():
+        full = model.forward(tokens, cond)
+        cache = model.new_cache(2, p, 18)
+        assert cache.k[0].shape == (2, model.dims.n_heads, p + 18, model.dims.head_dim)
+        torch.testing.assert_close(model.prefill_into(cond, flat[:, :4], cache), full.logits[:, 4], rtol=1e-5, atol=1e-5)
+        for j in range(4, 17):  # token j fed at slot p + j predicts token j + 1
+            slot = torch.tensor([p + j])
+            logits = model.decode_step(flat[:, j], slot, cache, keys=None if masked else p + j + 1)
+            torch.testing.assert_close(logits, full.logits[:, j + 1], rtol=1e-5, atol=1e-5)
+        ref = model.prefill(cond, flat[:, :17]).cache  # every slot holds what one prefill of the 17 tokens gives
+    for (k, v), k_cache, v_cache in zip(ref, cache.k, cache.v):
+        torch.testing.assert_close(k_cache[:, :, :p + 17], k, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(v_cache[:, :, :p + 17], v, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="free slot"):
+        model.prefill_into(cond, flat, cache)
+
+
 def test_hidden_layers():
     model = _model(n_layers=3)
     tokens, cond = _tokens(), model.condition(torch.tensor([0, 1]))

@@ -28,10 +28,28 @@ from torch import nn
 from arvid_ray.model.conditioning import Conditioner
 from arvid_ray.model.presets import ModelDims
 
-__all__ = ["KVCache", "ModelOutput", "VideoTransformer"]
+__all__ = ["KVCache", "ModelOutput", "StaticKVCache", "VideoTransformer"]
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 """Per layer (k, v), each ``[B, n_heads, L, head_dim]`` with rotary positions already applied."""
+
+
+class StaticKVCache:
+    """A decoding cache allocated once and written in place: per layer k and v ``[B, n_heads, max_len,
+    head_dim]``. Cache slot ``i`` holds conditioning token ``i`` for ``i < cond_len`` and video token
+    ``i - cond_len`` after it. Because its tensors never move or change shape, one decode step can be
+    compiled with static shapes or captured in a CUDA graph; the extending ``KVCache`` above re-concatenates
+    every layer's keys per token instead (O(L) copies per step). Built by ``VideoTransformer.new_cache``."""
+
+    def __init__(self, model: "VideoTransformer", batch: int, cond_len: int, max_len: int, dtype: torch.dtype):
+        d, device = model.dims, model.tok_emb.weight.device
+        shape = (batch, d.n_heads, max_len, d.head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(d.n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(d.n_layers)]
+        self.batch, self.cond_len, self.max_len, self.dtype = batch, cond_len, max_len, dtype
+        self.slots = torch.arange(max_len, device=device)  # (max_len,): the decode step's causal mask
+        rope = model._rope(cond_len, 0, max_len - cond_len)  # slot i's angles, once instead of once per step
+        self.rope = None if rope is None else tuple(t.to(dtype) for t in rope)  # each (max_len, Dh)
 
 
 @dataclass
@@ -96,6 +114,22 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v)  # one new query sees every cached key
         return self.out(rearrange(y, "b h n d -> b n (h d)")), (k, v)
 
+    def decode(self, x, rope, k_cache, v_cache, slot, keys, mask):
+        """One new token x [B, 1, D] at cache ``slot`` (LongTensor [1]): writes its k/v in place, attends to
+        the first ``keys`` slots (exactly the filled ones, no mask) or, with ``keys=None``, to every slot
+        under ``mask`` (static shapes for a compiled step)."""
+        b = x.shape[0]
+        qkv = self.qkv(x).view(b, 1, 3, self.n_heads, -1)  # (B, 1, 3, H, Dh)
+        qk = qkv[:, :, :2] if rope is None else _apply_rotary(qkv[:, :, :2], *rope)  # q and k in one pass
+        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, 1, Dh)
+        k_cache.index_copy_(2, slot, k.to(k_cache.dtype))
+        v_cache.index_copy_(2, slot, qkv[:, :, 2].transpose(1, 2).to(v_cache.dtype))
+        if keys is None:
+            y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k_cache[:, :, :keys], v_cache[:, :, :keys])
+        return self.out(y.transpose(1, 2).reshape(b, 1, -1))  # (B, H, 1, Dh) -> (B, 1, D)
+
 
 class SwiGLU(nn.Module):
     def __init__(self, dims: ModelDims):
@@ -121,6 +155,10 @@ class Block(nn.Module):
         a, kv = self.attn(self.attn_norm(x), rope, past, mask)
         x = x + self.drop(a)
         return x + self.drop(self.mlp(self.mlp_norm(x))), kv
+
+    def decode(self, x, rope, k_cache, v_cache, slot, keys, mask):
+        x = x + self.attn.decode(self.attn_norm(x), rope, k_cache, v_cache, slot, keys, mask)
+        return x + self.mlp(self.mlp_norm(x))  # decoding runs in eval mode: no dropout
 
 
 class VideoTransformer(nn.Module):
@@ -195,6 +233,42 @@ class VideoTransformer(nn.Module):
         if video.shape[1] == 0:
             return cache
         return self.forward_with_cache(video, start, cache, hidden_layer=None, _logits=False).cache
+
+    def new_cache(self, batch: int, cond_len: int, max_video: int, dtype: torch.dtype | None = None) -> StaticKVCache:
+        """A ``StaticKVCache`` for ``batch`` rows of ``cond_len`` conditioning plus up to ``max_video`` video
+        tokens (dtype: the weights' unless given, e.g. bf16 for an autocast decode)."""
+        return StaticKVCache(self, batch, cond_len, cond_len + max_video, dtype or self.tok_emb.weight.dtype)
+
+    def prefill_into(self, cond: torch.Tensor, video: torch.Tensor, cache: StaticKVCache) -> torch.Tensor:
+        """``prefill`` that writes ``[cond ‖ video]``'s keys/values into slots ``[0, P + m)`` of ``cache``
+        (whatever the slots after held is dead: decode steps write a slot before any query reads it) →
+        logits [B, V] predicting video token m."""
+        if cond.shape[1] != cache.cond_len or cond.shape[1] + video.shape[1] >= cache.max_len:
+            raise ValueError(f"prefill of {cond.shape[1]} + {video.shape[1]} tokens does not leave a free slot in a "
+                             f"cache of {cache.max_len} (cond_len {cache.cond_len})")
+        out = self.prefill(cond, video)
+        for (k, v), k_cache, v_cache in zip(out.cache, cache.k, cache.v):
+            k_cache[:, :, :k.shape[2]].copy_(k)
+            v_cache[:, :, :v.shape[2]].copy_(v)
+        return out.logits[:, -1]
+
+    def decode_step(self, token: torch.Tensor, slot: torch.Tensor, cache: StaticKVCache,
+                    keys: int | None = None) -> torch.Tensor:
+        """Feed token [B] at cache ``slot`` (LongTensor [1]: video index ``slot - cond_len``), write its
+        keys/values there in place → logits [B, V] predicting the next token. ``keys``: attend to exactly the
+        first ``keys`` slots (eager; must be ``slot + 1``); None: to all ``max_len`` slots masked to
+        ``<= slot`` — every shape and address fixed, so the step compiles once and can be graph-captured.
+        Learned positions are not range-checked here (a device sync); the caller keeps the slot in range."""
+        x = self.tok_emb(token[:, None])  # (B, 1, D)
+        if self.positions == "learned":
+            j = slot - cache.cond_len  # (1,) video index
+            hw, w = self.tokens_per_frame, self.latent_shape[2]
+            x = x + self.pos_t(j // hw) + self.pos_h((j % hw) // w) + self.pos_w(j % w)
+        rope = None if cache.rope is None else tuple(t.index_select(0, slot) for t in cache.rope)  # (1, Dh)
+        mask = None if keys is not None else (cache.slots <= slot).view(1, 1, 1, -1)  # (1, 1, 1, max_len)
+        for block, k_cache, v_cache in zip(self.blocks, cache.k, cache.v):
+            x = block.decode(x, rope, k_cache, v_cache, slot, keys, mask)
+        return self.head(self.norm(x[:, 0]))  # (B, V)
 
     def check_tokens(self, tokens: torch.Tensor) -> None:
         """Refuse token ids outside [0, vocab_size). Call it on the host before the batch moves to the
