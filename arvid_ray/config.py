@@ -350,10 +350,15 @@ class SamplingConfig:
     cfg_scale: float = 1.0
     """Classifier-free guidance scale (1 = conditional only)."""
     context_frames: Optional[int] = None
-    """Latent frames kept when rolling out beyond the training length (None = training length - 1 when
-    sliding, half of it for blockwise)."""
-    mode: Literal["sliding", "blockwise"] = "sliding"
-    """sliding: keep the last context_frames; blockwise: Fewer-Frames inference, one block on the previous."""
+    """Latent frames kept when rolling out beyond the training length, the anchor included (None = training
+    length - 1 when sliding, half of it for blockwise)."""
+    mode: Optional[Literal["sliding", "blockwise"]] = None
+    """sliding: keep the last context_frames; blockwise: Fewer-Frames inference, one block on the previous.
+    None = the objective's protocol: blockwise for fewer_frames (the paper's), sliding otherwise."""
+    anchor_first_frame: Optional[bool] = None
+    """Past the training length, keep the clip's first latent frame at position 0 of every re-prefilled
+    context (then the most recent frames): a full/local model only ever saw the first latent frame (encoded
+    alone) there. None = on for full/local, off for fewer_frames, whose short clips start anywhere."""
     shuffle_frames: bool = False
     """Broken control only: permute each sampled video's latent frames after sampling (a measure that cannot
     tell this from a real model does not measure temporal order)."""
@@ -374,6 +379,14 @@ class SamplingConfig:
         _check_range("sampling.top_p", self.top_p, 0.0, 1.0, lo_open=True)
         _check_range("sampling.cfg_scale", self.cfg_scale, 0.0)
         _check_range("sampling.context_frames", self.context_frames, 1)
+
+    def for_objective(self, kind: str) -> SamplingConfig:
+        """This config with ``mode`` and ``anchor_first_frame`` resolved for a model trained by objective
+        ``kind``: each method rolls out with the positions it trained on (README's objectives table)."""
+        fewer = kind == "fewer_frames"
+        mode = self.mode or ("blockwise" if fewer else "sliding")
+        anchor = (not fewer) if self.anchor_first_frame is None else self.anchor_first_frame
+        return dataclasses.replace(self, mode=mode, anchor_first_frame=anchor)
 
 
 @dataclass(frozen=True)

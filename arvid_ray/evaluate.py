@@ -229,7 +229,8 @@ def _generate(model, b, num_latent, cfg, labels, captions, prompt, gen):
     from arvid_ray.sampling import generate, trained_length
 
     kind = cfg.model.conditioning
-    return generate(model, b, num_latent, cfg.sampling, labels=labels if kind == "class" else None,
+    sampling = cfg.sampling.for_objective(cfg.objective.kind)  # the method's protocol: blockwise / anchored
+    return generate(model, b, num_latent, sampling, labels=labels if kind == "class" else None,
                     captions=captions if kind == "text" else None, prompt_tokens=prompt, generator=gen,
                     trained_frames=trained_length(cfg))  # a Fewer-Frames model never sees more than it trained on
 

@@ -137,9 +137,16 @@ class Objective:
 
     @torch.no_grad()
     def val_ce(self, model, batch: dict) -> torch.Tensor:
-        """Full-clip next-token cross-entropy with the real condition, no grad."""
+        """Next-token cross-entropy with the real condition, no grad, at the context the method trained with:
+        the whole clip for full and local; for fewer_frames the mean over every ``fewer_frames.num_frames``-frame
+        clip of it, positions from 0 as in training (the whole clip would score contexts it never saw)."""
         tokens = self._tokens(model, batch)
         cond = model.condition(batch.get("label"), batch.get("caption"), force_drop=False)
+        if self.cfg.kind == "fewer_frames" and self.fewer.num_frames < tokens.shape[1]:
+            length = self.fewer.num_frames
+            starts = tokens.shape[1] - length + 1  # every short clip, as training draws them (uniform start)
+            tokens = torch.cat([tokens[:, s:s + length] for s in range(starts)])  # (starts*B, F, h, w)
+            cond = cond.repeat(starts, 1, 1)  # (starts*B, P, D), rows in the clips' order
         logits = model.forward(tokens, cond).logits
         return F.cross_entropy(logits.flatten(0, 1).float(), rearrange(tokens, "b t h w -> (b t h w)"))
 

@@ -5,6 +5,10 @@ Design trade-off: rollouts beyond the trained length *re-prefill* a short contex
 restart at 0 instead of shifting a cache whose keys carry absolute rotary positions. Re-prefilling costs
 one forward over ``context_frames`` frames per new frame (sliding) or per new block (block-wise), but
 keeps every position inside the range the model was trained on, for rotary and learned positions alike.
+Each method also gets the *content* its positions held in training (``SamplingConfig.for_objective``): a
+full/local model always had the clip's first latent frame (encoded alone) at position 0, so its re-prefilled
+context keeps frame 0 there, then the most recent frames (``anchor_first_frame``); a Fewer-Frames model
+trained on short clips starting anywhere, so its blocks restart at 0 on the previous block unanchored.
 CFG runs the conditional and unconditional streams as one batch of 2B through one cache.
 
 The trained length is what the model was *trained* on, not the grid it was built for: a Fewer-Frames model
@@ -21,7 +25,7 @@ from einops import rearrange
 
 from arvid_ray.config import ExperimentConfig, SamplingConfig
 
-__all__ = ["generate", "sample_logits", "guide", "context_schedule", "trained_length"]
+__all__ = ["generate", "sample_logits", "guide", "context_schedule", "rollout_context", "trained_length"]
 
 
 def trained_length(cfg: ExperimentConfig) -> int:
@@ -53,15 +57,31 @@ def guide(logits: torch.Tensor, batch_size: int, scale: float) -> torch.Tensor:
 
 
 def context_schedule(cfg: SamplingConfig, trained_frames: int) -> tuple[int, int]:
-    """(context frames kept, new frames per re-prefill) once a rollout passes the trained length."""
-    if cfg.mode == "sliding":
-        context = cfg.context_frames if cfg.context_frames is not None else trained_frames - 1
+    """(context frames kept, new frames per re-prefill) once a rollout passes the trained length; ``mode`` None
+    reads as sliding (``SamplingConfig.for_objective`` resolves it per method)."""
+    blockwise = cfg.mode == "blockwise"
+    if cfg.context_frames is not None:
+        context = cfg.context_frames
     else:
-        context = cfg.context_frames if cfg.context_frames is not None else trained_frames // 2
+        context = trained_frames // 2 if blockwise else trained_frames - 1
     if not 1 <= context <= trained_frames - 1:
         raise ValueError(f"sampling.context_frames={context} must be in [1, {trained_frames - 1}] (the model "
                          f"was trained on {trained_frames} latent frames and each step adds at least one)")
-    return context, (1 if cfg.mode == "sliding" else trained_frames - context)
+    if cfg.anchor_first_frame and context < 2:
+        raise ValueError(f"sampling.anchor_first_frame keeps latent frame 0 in a context of {context} frame, "
+                         "leaving none of the recent ones; use sampling.context_frames >= 2 (a model trained on "
+                         ">= 3 latent frames) or anchor_first_frame=false")
+    return context, (trained_frames - context if blockwise else 1)
+
+
+def rollout_context(seq: torch.Tensor, frames: int, context: int, hw: int, anchor: bool) -> torch.Tensor:
+    """The context re-prefilled (positions from 0) once a rollout of ``frames`` latent frames (seq [B, n]) is
+    past the trained length → [B, context*hw]: the last ``context`` frames, or, anchored, frame 0 and then the
+    last ``context - 1`` — so position 0 holds what the model always saw there in training (a full/local model:
+    the clip's first latent frame, encoded alone; a Fewer-Frames model: any frame, so it is not anchored)."""
+    if anchor:
+        return torch.cat([seq[:, :hw], seq[:, (frames - context + 1) * hw:]], dim=1)
+    return seq[:, (frames - context) * hw:]
 
 
 @torch.no_grad()
@@ -72,7 +92,7 @@ def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig
 
     ``generator`` must live on the model's device. ``trained_frames`` (default: the model's latent grid;
     pass ``trained_length(cfg)``) is the longest context any decoding call sees; beyond it the context
-    slides (or goes block-wise). ``cfg.shuffle_frames`` (the broken control) permutes the result's frames.
+    slides (or goes block-wise; ``cfg.for_objective`` picks the method's protocol and anchor). ``cfg.shuffle_frames`` (the broken control) permutes the result's frames.
     """
     grid, h, w = model.latent_shape
     trained = grid if trained_frames is None else int(trained_frames)
@@ -100,8 +120,8 @@ def generate(model, batch_size: int, num_latent_frames: int, cfg: SamplingConfig
             if have < trained * hw:  # inside the trained length: the whole sequence is context
                 ctx, n_new = seq, min(trained * hw, total) - have
             else:
-                frames = have // hw
-                ctx, n_new = seq[:, (frames - context) * hw:], min(step * hw, total - have)
+                ctx = rollout_context(seq, have // hw, context, hw, bool(cfg.anchor_first_frame))
+                n_new = min(step * hw, total - have)
             seq = torch.cat([seq, decode(ctx, n_new, generator)], dim=1)
     finally:
         model.train(was_training)

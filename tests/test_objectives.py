@@ -182,6 +182,19 @@ def test_val_ce_is_full_clip_without_grad():
     torch.testing.assert_close(val, full(model, batch, None)["ce"])
 
 
+def test_fewer_frames_val_ce_is_scored_at_the_clip_length_it_trained_on():
+    """A Fewer-Frames model's eval/val_ce is the mean CE over every short clip of the validation clip (positions
+    from 0, as trained), not the whole clip at contexts it never saw (what ASHA would otherwise prune on)."""
+    cfg = _cfg(**{"objective.kind": "fewer_frames", "fewer_frames.num_frames": 2, "objective.reco_weight": 0.0})
+    model, batch = _model(cfg), _batch(cfg)
+    model.eval()
+    val = build_objective(cfg).val_ce(model, batch)
+    full = build_objective(cfg.replace(**{"objective.kind": "full"}))
+    clips = [full(model, {**batch, "tokens": batch["tokens"][:, s:s + 2]}, None)["ce"] for s in range(4)]
+    torch.testing.assert_close(val, torch.stack(clips).mean())
+    assert not torch.allclose(val, full(model, batch, None)["ce"])  # the whole clip scores something else
+
+
 def test_config_refuses_invalid_combinations():
     with pytest.raises(ConfigError, match="window is larger than the clip"):
         _cfg(**{"objective.window_frames": 6})
