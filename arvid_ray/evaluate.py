@@ -211,17 +211,18 @@ def segment_starts(total_frames: int, clip_frames: int, latent_per_clip: int, te
 # ------------------------------------------------------------------------------------ sampling
 def _sample(model, tokenizer, cfg: ExperimentConfig, num_latent: int, labels, captions, *,
             prompt=None, seed: int = 0) -> np.ndarray:
-    """Generate and decode len(labels) videos → uint8 (N, T, H, W, 3), in eval.batch_size chunks."""
+    """Generate len(labels) videos in sampling.batch_size chunks (0: eval.batch_size), decode them to pixels in
+    eval.batch_size chunks → uint8 (N, T, H, W, 3)."""
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    for i in range(0, len(labels), cfg.eval.batch_size):
-        lab = torch.as_tensor(labels[i:i + cfg.eval.batch_size], device=device)
-        cap = list(captions[i:i + cfg.eval.batch_size])
-        pr = None if prompt is None else prompt[i:i + cfg.eval.batch_size].to(device)
+    out, chunk, pix = [], cfg.sampling.batch_size or cfg.eval.batch_size, cfg.eval.batch_size
+    for i in range(0, len(labels), chunk):
+        lab = torch.as_tensor(labels[i:i + chunk], device=device)
+        cap = list(captions[i:i + chunk])
+        pr = None if prompt is None else prompt[i:i + chunk].to(device)
         tokens = _generate(model, len(lab), num_latent, cfg, lab, cap, pr, gen)
         with torch.no_grad():
-            out.append(tokenizer.decode(tokens).cpu().numpy())
+            out.extend(tokenizer.decode(tokens[j:j + pix]).cpu().numpy() for j in range(0, len(tokens), pix))
     return np.concatenate(out).astype(np.uint8)
 
 

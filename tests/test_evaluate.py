@@ -237,3 +237,30 @@ def test_evaluating_a_checkpoint_scores_its_weight_average_when_it_has_one(tmp_p
     assert torch.equal(scored[0]["head.weight"], avg.state_dict()["head.weight"])
     assert not torch.equal(scored[0]["head.weight"], raw.state_dict()["head.weight"])
     assert not (tmp_path / "out" / "samples").exists()
+
+
+def test_sampling_batch_size_sets_the_generation_chunk_apart_from_pixel_decoding(tmp_path, monkeypatch):
+    """sampling.batch_size videos are decoded to tokens together (a GPU wants hundreds); pixels are still
+    decoded eval.batch_size at a time. 0 keeps eval.batch_size for both."""
+    import torch
+
+    from arvid_ray import evaluate
+
+    generated, decoded = [], []
+
+    def fake_generate(model, b, num_latent, cfg, labels, captions, prompt, gen):
+        generated.append(b)
+        return torch.zeros(b, num_latent, 2, 2, dtype=torch.long)
+
+    class Tokenizer:
+        def decode(self, tokens):
+            decoded.append(len(tokens))
+            return torch.zeros(len(tokens), 3, 4, 4, 3)
+
+    monkeypatch.setattr(evaluate, "_generate", fake_generate)
+    model = torch.nn.Linear(1, 1)
+    for batch, gen_sizes, pix_sizes in [(8, [8, 2], [4, 4, 2]), (0, [4, 4, 2], [4, 4, 2])]:
+        generated.clear(), decoded.clear()
+        cfg = _cfg(tmp_path, **{"sampling.batch_size": batch})
+        videos = evaluate._sample(model, Tokenizer(), cfg, 2, list(range(10)), [""] * 10)
+        assert videos.shape == (10, 3, 4, 4, 3) and generated == gen_sizes and decoded == pix_sizes
