@@ -221,7 +221,7 @@ def test_launcher_runs_the_project_image_and_shares_storage(name):
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert "export MLFLOW_TRACKING_URI=http://$" in _commands(cfg, key)
     dockerfile = (CLUSTER / "Dockerfile").read_text()
-    assert "-c requirements.lock torch==2.13.0" in dockerfile and '-c requirements.lock ".[cluster]"' in dockerfile
+    assert '"torch==2.13.0+cu' in dockerfile and '-c requirements.lock ".[cluster]"' in dockerfile
     pins = _lock_pins()
     assert pins["torch"] == "2.13.0" and pins["ray"] == _image_ray_version() and pins["mlflow"].startswith("3.")
 
@@ -686,3 +686,152 @@ def test_dry_run_refuses_with_exit_2_and_names_every_problem(west_bucket, monkey
     assert "=> would launch" in capsys.readouterr().out
     assert cli.main(["sweep", "--config", str(ROOT / config), "--dry-run", f"data.source=s3://{bucket}/none"]) == 2
     assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
+
+
+# --------------------------------------------------------------- identity, registry, CUDA, scheduling
+def _worker_types(cfg: dict) -> dict:
+    return {n: t for n, t in cfg["available_node_types"].items() if n != cfg["head_node_type"]}
+
+
+def test_launcher_workers_have_their_own_identity_and_every_node_logs_in_to_the_registry():
+    """Workers do not run with the head's role (AWS: Ray's ray-autoscaler-v1 profile, EC2 + S3 full
+    access; GCP: Ray attaches its service account to the head only, so workers need one of their own);
+    registry login runs in initialization_commands, i.e. on every new node before the image is pulled."""
+    aws, gcp = _load(CLUSTER / "aws.yaml"), _load(CLUSTER / "gcp.yaml")
+    head_profile = aws["available_node_types"][aws["head_node_type"]]["node_config"].get("IamInstanceProfile")
+    for name, t in _worker_types(aws).items():
+        profile = t["node_config"].get("IamInstanceProfile", {}).get("Name")
+        assert profile and profile != "ray-autoscaler-v1" and profile != (head_profile or {}).get("Name"), name
+    for name, t in _worker_types(gcp).items():
+        (account,) = t["node_config"]["serviceAccounts"]
+        assert account["email"].startswith("arvid-ray-worker@"), name
+    readme = (CLUSTER / "README.md").read_text()
+    assert "arvid-ray-worker" in readme and "iam:PassRole" in readme
+    init_aws, init_gcp = _commands(aws, "initialization_commands"), _commands(gcp, "initialization_commands")
+    assert "aws ecr get-login-password" in init_aws and "docker --config $HOME/.docker login" in init_aws
+    assert "gcloud auth configure-docker" in init_gcp
+    for cfg in (aws, gcp):  # the login names the registry of the image the nodes pull
+        assert "YOUR-REGISTRY/arvid-ray" in _commands(cfg, "initialization_commands")
+        assert cfg["docker"]["image"].startswith("YOUR-REGISTRY/arvid-ray:")
+
+
+def test_launcher_mlflow_database_outlives_the_container():
+    """Ray runs the node's container with --rm: the head's PostgreSQL directory is a host mount."""
+    for name in LAUNCHERS:
+        cfg = _load(CLUSTER / name)
+        mounts = [o for o in cfg["docker"].get("head_run_options", []) if o.startswith("-v ")]
+        ssh_home = f"/home/{cfg['auth']['ssh_user']}/mlflow"
+        assert f"-v {ssh_home}:/home/ray/mlflow" in mounts, name
+        assert "~/mlflow/pg" in _commands(cfg, "head_start_ray_commands")
+        assert "mkdir -p ~/mlflow" in _commands(cfg, "initialization_commands")
+
+
+def _torch_cuda_build() -> str:
+    text = (CLUSTER / "Dockerfile").read_text().replace("\\\n", " ")
+    (line,) = [ln for ln in text.splitlines() if "pip install" in ln and "torch==" in ln]
+    index = re.search(r"--index-url https://download.pytorch.org/whl/cu(\d+)", line).group(1)
+    local = re.search(r'"torch==([\d.]+)\+cu(\d+)"', line)
+    assert local and local.group(1) == _lock_pins()["torch"] and local.group(2) == index, line
+    return f"{index[:-1]}.{index[-1]}"  # cu128 -> 12.8
+
+
+def test_cuda_contract_image_build_and_node_drivers_agree():
+    """The image's torch is a CUDA build chosen on purpose (cu128, not PyPI's CUDA 13 wheel), every GPU
+    image the launcher boots has a driver new enough for it, and every GPU node runs the start-up check."""
+    from arvid_ray.cuda_check import min_driver
+
+    cuda = _torch_cuda_build()
+    assert cuda.startswith("12."), "PyPI's torch 2.13.0 is CUDA 13 (driver >= 580); the GPU images run 570"
+    floor = min_driver(cuda)
+    gcp = _load(CLUSTER / "gcp.yaml")
+    for name, t in _worker_types(gcp).items():
+        image = t["node_config"]["disks"][0]["initializeParams"]["sourceImage"]
+        driver = int(re.search(r"nvidia-(\d+)$", image).group(1))
+        assert (driver,) >= floor[:1], (name, image, floor)
+        assert re.search(r"-cu(\d+)-", image).group(1)[:2] == cuda.split(".")[0], image
+    aws = _load(CLUSTER / "aws.yaml")
+    for name, t in _worker_types(aws).items():  # the DLAMI ships the driver; its version is not in its name
+        assert "nvidia-driver" in t["node_config"]["ImageId"], name
+    for name in LAUNCHERS:
+        assert "python -m arvid_ray.cuda_check" in _commands(_load(CLUSTER / name), "worker_start_ray_commands")
+    for name in KUBERAY:
+        spec = _load(CLUSTER / "kuberay" / name)["spec"]
+        spec = spec.get("rayClusterSpec", spec)
+        for group in spec["workerGroupSpecs"]:
+            (container,) = group["template"]["spec"]["containers"]
+            assert container["lifecycle"]["postStart"]["exec"]["command"] == ["python", "-m", "arvid_ray.cuda_check"]
+
+
+def test_cuda_check_fails_with_one_clear_line():
+    from arvid_ray.cuda_check import verdict
+
+    ok, line = verdict("2.13.0+cu128", "12.8", "570.133.20", 1)
+    assert ok and line.startswith("cuda ok")
+    for args, words in ((("2.13.0", "13.0", "570.133.20", 1), "older than 580"),
+                        (("2.13.0+cu128", "12.8", None, 0), "no NVIDIA driver"),
+                        (("2.13.0+cu128", "12.8", "570.133.20", 0), "sees no GPU"),
+                        (("2.13.0+cpu", None, None, 0), "CPU-only build")):
+        ok, line = verdict(*args)
+        assert not ok and words in line and "\n" not in line and line.startswith("arvid-ray: GPU node unusable")
+    # for real on this machine (CPU-only torch, no driver): exit 1, one line on stderr
+    out = subprocess.run([sys.executable, "-m", "arvid_ray.cuda_check"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("arvid-ray: GPU node unusable") and not out.stdout
+
+
+def _node_shapes() -> dict[str, dict[str, float]]:
+    """cluster/README.md's node-pool table: pool -> {cpu, memory GiB, gpu}."""
+    text = (CLUSTER / "README.md").read_text()
+    out = {}
+    for pool, shape in re.findall(r"^\| (head|gpu)[^|]*\|[^|]*\|[^|]*\| ([^|]+) \|$", text, flags=re.M):
+        cpu = float(re.search(r"(\d+) vCPU", shape).group(1))
+        mem = float(re.search(r"(\d+) GiB", shape).group(1))
+        gpu = re.search(r"(\d+) GPU", shape)
+        out[pool] = {"cpu": cpu, "memory": mem, "gpu": float(gpu.group(1)) if gpu else 0.0}
+    return out
+
+
+def _quantity_gib(q: str) -> float:
+    units = {"Gi": 1.0, "Mi": 1 / 1024, "G": 1e9 / 2**30, "M": 1e6 / 2**30}
+    for unit, factor in units.items():
+        if q.endswith(unit):
+            return float(q[: -len(unit)]) * factor
+    return float(q) / 2**30
+
+
+@pytest.mark.parametrize("name", sorted(KUBERAY))
+def test_kuberay_pods_schedule_on_the_documented_nodes_and_the_head_avoids_spot(name):
+    """Requests fit the README's node shapes after the kubelet's and daemonsets' reserve (0.5 vCPU,
+    4 GiB kept free); the head has a required node affinity excluding spot/preemptible capacity; pods
+    run with the ServiceAccounts of serviceaccounts.yaml, the head's able to read RayClusters."""
+    shapes = _node_shapes()
+    assert set(shapes) == {"head", "gpu"} and shapes["gpu"]["gpu"] == 1
+    spec = _load(CLUSTER / "kuberay" / name)["spec"]
+    spec = spec.get("rayClusterSpec", spec)
+    (gpu_group,) = spec["workerGroupSpecs"]
+    groups = {"head": spec["headGroupSpec"], "gpu": gpu_group}
+    for pool, group in groups.items():
+        (container,) = group["template"]["spec"]["containers"]
+        req = container["resources"]["requests"]
+        assert float(req["cpu"]) <= shapes[pool]["cpu"] - 0.5, (pool, req)
+        assert _quantity_gib(req["memory"]) <= shapes[pool]["memory"] - 4, (pool, req)
+        assert float(req.get("nvidia.com/gpu", 0)) <= shapes[pool]["gpu"]
+    terms = spec["headGroupSpec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(terms) == 1  # one term: every expression must hold (terms would be OR-ed)
+    excluded = {(e["key"], v) for e in terms[0]["matchExpressions"] if e["operator"] == "NotIn" for v in e["values"]}
+    assert {("eks.amazonaws.com/capacityType", "SPOT"), ("cloud.google.com/gke-spot", "true"),
+            ("karpenter.sh/capacity-type", "spot")} <= excluded
+    docs = {(d["kind"], d["metadata"]["name"]): d
+            for d in yaml.safe_load_all((CLUSTER / "kuberay" / "serviceaccounts.yaml").read_text())}
+    head_sa = spec["headGroupSpec"]["template"]["spec"]["serviceAccountName"]
+    worker_sas = {g["template"]["spec"]["serviceAccountName"] for g in spec["workerGroupSpecs"]}
+    assert head_sa not in worker_sas and ("ServiceAccount", head_sa) in docs
+    assert all(("ServiceAccount", sa) in docs for sa in worker_sas)
+    binding = docs[("RoleBinding", head_sa)]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": head_sa}]
+    rules = docs[("Role", binding["roleRef"]["name"])]["rules"]
+    assert any("rayclusters" in r["resources"] and "get" in r["verbs"] for r in rules)
+    assert not any(("RoleBinding", sa) in docs for sa in worker_sas)  # workers: no Kubernetes API rights
+    text = (CLUSTER / "kuberay" / "serviceaccounts.yaml").read_text()
+    assert "eks.amazonaws.com/role-arn" in text and "iam.gke.io/gcp-service-account" in text

@@ -17,7 +17,7 @@ OPTUNA_OK = {"sweep", "searcher", "console"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.
 LAYERS = [
-    {"config", "schemas", "storage", "console"},
+    {"config", "schemas", "storage", "console", "cuda_check"},
     {"video"},
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},
