@@ -310,9 +310,12 @@ class ObjectiveConfig:
     """Hidden-state layer for ReCo (-1 = final hidden state before the head)."""
     reco_axis: Literal["token", "frame"] = "token"
     """Adjacency for ReCo: consecutive tokens, or the same position in consecutive latent frames."""
-    reco_form: Literal["raw", "relative"] = "raw"
-    """ReCo form: raw = mean ||h_{i+1} - h_i||^2 / D; relative = ||h_{i+1} - h_i||^2 / mean(||h_i||^2, ||h_{i+1}||^2),
-    invariant to rescaling h (raw can be lowered by shrinking the final norm gain and growing the head)."""
+    reco_form: Literal["raw", "relative", "normalized"] = "raw"
+    """ReCo form: raw = mean ||h_{i+1} - h_i||^2 / D of the gained final-norm state (lowered for free by scaling
+    the gain against the head); relative = ||Δh||^2 / mean(||h_i||^2, ||h_{i+1}||^2); normalized = mean
+    ||n(h_{i+1}) - n(h_i)||^2, n the RMS normalisation without a gain (no reparametrisation lowers it), summed
+    over channels as PAPER.md's formula: λ on the paper's scale, ~D x raw's (λ = 0.1 stalls learning at D = 64,
+    RESULTS.md; use λ ≈ raw's λ / D)."""
 
     def __post_init__(self) -> None:
         _check_range("objective.window_frames", self.window_frames, 1)

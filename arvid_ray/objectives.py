@@ -21,18 +21,20 @@ is always in the loss besides the sampled window. Frame 0 is run with grad as a 
 no video context); the window then reads frame 0's keys/values *detached*, like the rest of its prefix,
 so the window's loss and gradients are exactly plain Local Opt.'s and frame 0 adds ``hw`` grad positions.
 
-ReCo [ours, see PAPER.md]: ``reco_weight * mean_i ||h_{i+1} - h_i||^2 / D`` over adjacent hidden states of
+ReCo [ours, see PAPER.md]: ``reco_weight * mean_i ||n(h_{i+1}) - n(h_i)||^2`` over adjacent hidden states of
 the loss region (the states that predict the window's tokens), along the token sequence or between the
-same spatial position in consecutive latent frames. Dividing by the width D keeps λ comparable across
-model sizes (the paper's λ = 0.1 is for one unknown width). That ``raw`` form has a free escape at the
-default layer: scaling the final norm's gain by c and the head by 1/c leaves the logits (so CE) identical
-and scales ReCo by c². ``reco_form="relative"`` divides each pair's ``||Δh||²`` by the pair's mean
-``||h||²``, which no rescaling of h changes (per-channel gain changes still can). The default stays
-``raw``: in bench_reco_forms (RESULTS.md, 400 steps of Local Opt. + balanced + first frame on the built-in
-tokens) raw ReCo did not take the escape — the gain moved 0.995x (λ = 0.1) and 0.981x (λ = 1) of the
-λ = 0 run while the scale-free change of h fell 0.80x / 0.17x, as much as under ``relative`` (0.85x /
-0.23x) — and ``raw`` keeps λ comparable with earlier runs and the golden trace. Choose ``relative``
-(or sweep ``objective.reco_form``) for long runs or large λ, where the escape was reported.
+same spatial position in consecutive latent frames. ``n`` is the RMS normalisation *without* the learnable
+gain, applied to the chosen layer's residual stream (at the default last layer: before the final norm, so
+before its gain): the final norm's gain and the head can trade any scale or per-channel factor without
+changing ReCo, so no reparametrisation lowers it, and the sum over channels is PAPER.md's formula, so λ is
+on the paper's scale (``||n(h)||² = D``: a pair's term lies in [0, 4D]). That is ``reco_form="normalized"``.
+It is not the default: at the paper's scale λ = 0.1 makes ReCo ~4x the CE at init (D = 64; ~50x at
+D = 768) and the debug model stopped learning (CE 2.51 vs 0.25 after 200 steps, RESULTS.md), so the
+shipped λ grids would first need dividing by ~D. The default stays ``raw`` = mean ``||h_{i+1} - h_i||^2 / D``
+of the gained final-norm state — lowered for free by scaling the gain by c and the head by 1/c (ReCo × c²,
+logits unchanged), and its /D makes λ up to D times weaker than the paper's (bench_reco_forms found the
+escape not taken at λ ≤ 1 in 400 steps) — and ``relative`` divides ``raw``'s pairs by their mean ``||h||²``
+(scale-free, but per-channel gain changes still lower it). A λ tuned under ``raw`` is about λ/D here.
 Pairs never straddle two loss regions (frame 0 and the window).
 """
 
@@ -45,6 +47,9 @@ from einops import rearrange
 from arvid_ray.config import ConfigError, ExperimentConfig, FewerFramesConfig, ObjectiveConfig
 
 __all__ = ["Objective", "build_objective", "reco_loss", "sample_window_start", "window_starts"]
+
+RECO_NORM_EPS = 1e-6
+"""eps of ReCo's gain-free RMS normalisation (the model's RMSNorm eps)."""
 
 
 def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
@@ -72,22 +77,28 @@ def sample_window_start(num_frames: int, window: int, stride: int, first_frame_p
 
 
 def _reco_terms(hidden: torch.Tensor, axis: str, tokens_per_frame: int, form: str) -> torch.Tensor:
-    """Per-pair ReCo terms of hidden [B, n, D] in target order → [B, pairs(, s)] (empty without pairs)."""
+    """Per-pair ReCo terms of hidden [B, n, D] in target order → [B, pairs(, s)] (empty without pairs).
+    ``normalized`` expects the residual stream (``hidden_before_norm``), the other forms the model's hidden."""
     hidden = hidden.float()
+    if form == "normalized":  # RMS-normalised, no gain: (B, n, D) with mean square 1 per position
+        hidden = F.rms_norm(hidden, (hidden.shape[-1],), eps=RECO_NORM_EPS)
     if axis == "frame":
         hidden = rearrange(hidden, "b (t s) d -> b t s d", s=tokens_per_frame)  # pairs across latent frames
+    if form == "normalized":  # the paper's ||Δh||², summed over channels
+        return (hidden[:, 1:] - hidden[:, :-1]).pow(2).sum(-1)  # (B, pairs[, s])
     diff = (hidden[:, 1:] - hidden[:, :-1]).pow(2).mean(-1)  # (B, pairs[, s]): ||Δh||² / D
     if form == "relative":  # ||Δh||² / mean(||h_i||², ||h_{i+1}||²): invariant to any rescaling of h
         energy = hidden.pow(2).mean(-1)
         diff = diff / (0.5 * (energy[:, 1:] + energy[:, :-1])).clamp_min(1e-12)
     elif form != "raw":
-        raise ValueError(f"objective.reco_form={form!r} must be 'raw' or 'relative'")
+        raise ValueError(f"objective.reco_form={form!r} must be 'normalized', 'raw' or 'relative'")
     return diff
 
 
 def reco_loss(hidden: torch.Tensor, axis: str, tokens_per_frame: int, form: str = "raw") -> torch.Tensor:
-    """Mean over adjacent pairs of ||h_{i+1} - h_i||^2 / D (``raw``) or its scale-free ``relative`` form;
-    hidden [B, n, D] in target order."""
+    """Mean over adjacent pairs of ||n(h_{i+1}) - n(h_i)||^2 (``normalized``), ||h_{i+1} - h_i||^2 / D (``raw``,
+    this function's default for its existing callers) or the scale-free ``relative`` form; hidden [B, n, D]
+    in target order."""
     terms = _reco_terms(hidden, axis, tokens_per_frame, form)
     return terms.mean() if terms.numel() else hidden.new_zeros((), dtype=torch.float32)
 
@@ -158,8 +169,12 @@ class Objective:
                               f"model has {n_layers} layers; use -1 (last) or a layer in [-{n_layers}, {n_layers})")
         return self.cfg.reco_layer
 
+    def _hidden(self, model) -> dict:
+        """The hidden-state request of a with-grad call: the layer, and the residual stream for ``normalized``."""
+        return {"hidden_layer": self._hidden_layer(model), "hidden_before_norm": self.cfg.reco_form == "normalized"}
+
     def _whole(self, model, tokens, cond):
-        return model.forward(tokens, cond, hidden_layer=self._hidden_layer(model))
+        return model.forward(tokens, cond, **self._hidden(model))
 
     def _fewer_frames(self, model, tokens, cond, generator):
         length = self.fewer.num_frames
@@ -181,7 +196,7 @@ class Objective:
         flat = rearrange(tokens, "b t h w -> b (t h w)")
         regions, done = [], 0  # done: video inputs already in the cache
         if c.first_frame_in_loss:  # frame 0 as a clip of its own, with grad; its cache covers v_0 .. v_{hw-2}
-            head = model.forward(tokens[:, :1], cond, hidden_layer=self._hidden_layer(model))
+            head = model.forward(tokens[:, :1], cond, **self._hidden(model))
             regions.append((head, tokens[:, :1]))
             cond_cache = [(k[:, :, :n_cond], v[:, :, :n_cond]) for k, v in head.cache]
             video_cache = [(k.detach(), v.detach()) for k, v in head.cache]
@@ -193,8 +208,7 @@ class Objective:
             video_cache = model.extend_cache(flat[:, done:first - 1], done, video_cache)
         cache = [(torch.cat([kc, kv[:, :, n_cond:]], 2), torch.cat([vc, vv[:, :, n_cond:]], 2))
                  for (kc, vc), (kv, vv) in zip(cond_cache, video_cache)]  # (B, H, P + a - 1, Dh)
-        out = model.forward_with_cache(flat[:, first - 1:end - 1], first - 1, cache,
-                                       hidden_layer=self._hidden_layer(model))
+        out = model.forward_with_cache(flat[:, first - 1:end - 1], first - 1, cache, **self._hidden(model))
         return regions + [(out, window)], first - 1 - done  # no-grad positions: v_done .. v_{a-2}
 
     # ------------------------------------------------------------------ checks

@@ -133,7 +133,7 @@ def test_uniform_windows_and_stride():
 @pytest.mark.parametrize("axis", ["token", "frame"])
 def test_reco_equals_direct_computation_from_hidden_states(axis):
     cfg = _cfg(**{"objective.kind": "full", "objective.reco_weight": 0.25, "objective.reco_axis": axis,
-                  "objective.reco_layer": 0, "model.n_layers": 2})
+                  "objective.reco_layer": 0, "model.n_layers": 2, "objective.reco_form": "raw"})
     model, batch = _model(cfg), _batch(cfg)
     out = build_objective(cfg)(model, batch, torch.Generator().manual_seed(0))
     h = model.forward(batch["tokens"], model.condition(batch["label"]), hidden_layer=0).hidden  # (B, 20, D)
@@ -146,7 +146,7 @@ def test_reco_equals_direct_computation_from_hidden_states(axis):
 
 def test_reco_on_the_local_window_uses_window_states_only():
     cfg = _cfg(**{"objective.kind": "local", "objective.window_frames": 2, "objective.first_frame_prob": 0.0,
-                  "objective.reco_weight": 1.0, "objective.reco_axis": "frame"})
+                  "objective.reco_weight": 1.0, "objective.reco_axis": "frame", "objective.reco_form": "raw"})
     start = _predicted_start(cfg, seed=2)
     model, batch = _model(cfg), _batch(cfg)
     out = build_objective(cfg)(model, batch, torch.Generator().manual_seed(2))
@@ -208,9 +208,8 @@ def test_config_refuses_invalid_combinations():
         _cfg(**{"objective.kind": "fewer_frames", "fewer_frames.num_frames": 6})
     with pytest.raises(ConfigError, match="reco_axis"):
         _cfg(**{"objective.window_frames": 1, "objective.stride_frames": 1, "objective.reco_axis": "frame"})
-    with pytest.raises(ConfigError, match="reco_axis"):  # a 1-frame Fewer-Frames clip has no frame pairs
-        build_objective(_cfg(**{"objective.kind": "fewer_frames", "fewer_frames.num_frames": 1,
-                                "objective.reco_axis": "frame"}))
+    with pytest.raises(ConfigError, match="fewer_frames.num_frames"):  # a 1-frame Fewer-Frames clip: refused
+        _cfg(**{"objective.kind": "fewer_frames", "fewer_frames.num_frames": 1, "objective.reco_axis": "frame"})
     cfg = _cfg(**{"objective.reco_layer": 5})
     with pytest.raises(ConfigError, match="reco_layer"):
         build_objective(cfg)(_model(cfg), _batch(cfg), None)
@@ -275,20 +274,21 @@ def _detached_prefix_full_loss(cfg, model, batch, start):
         return torch.where(keep, qkv, qkv.detach())
 
     handles = [b.attn.qkv.register_forward_hook(detach_prefix) for b in model.blocks]
+    form = cfg.objective.reco_form
     try:
-        out = model.forward(batch["tokens"], model.condition(batch["label"]))
+        out = model.forward(batch["tokens"], model.condition(batch["label"]), hidden_before_norm=form == "normalized")
     finally:
         for h in handles:
             h.remove()
     sl = slice(first, (start + w) * hw)
     ce = torch.nn.functional.cross_entropy(out.logits[:, sl].flatten(0, 1), batch["tokens"].flatten(1)[:, sl].flatten())
-    return ce + cfg.objective.reco_weight * reco_loss(out.hidden[:, sl], cfg.objective.reco_axis, hw)
+    return ce + cfg.objective.reco_weight * reco_loss(out.hidden[:, sl], cfg.objective.reco_axis, hw, form)
 
 
-@pytest.mark.parametrize("reco", [0.0, 0.5])
-def test_local_window_after_a_prefix_equals_one_full_forward_with_detached_prefix_kv(reco):
+@pytest.mark.parametrize("reco,form", [(0.0, "raw"), (0.5, "raw"), (0.5, "normalized")])
+def test_local_window_after_a_prefix_equals_one_full_forward_with_detached_prefix_kv(reco, form):
     cfg = _cfg(**{"objective.kind": "local", "objective.window_frames": 2, "objective.first_frame_prob": 0.0,
-                  "objective.reco_weight": reco, "model.n_layers": 3})
+                  "objective.reco_weight": reco, "model.n_layers": 3, "objective.reco_form": form})
     model, batch = _model(cfg), _batch(cfg)
     for start, seed in _starts_by_seed(cfg, [1, 2, 3]).items():
         out, grads = _run(cfg, model, batch, seed=seed)
@@ -334,7 +334,7 @@ def test_first_frame_in_loss_keeps_balanced_sampling():
     assert abs((sizes == 8).float().mean().item() - 0.5) < 0.07  # start 0 as often as first_frame_prob says
 
 
-@pytest.mark.parametrize("form", ["raw", "relative"])
+@pytest.mark.parametrize("form", ["normalized", "raw", "relative"])
 def test_relative_reco_ignores_rescaling_the_final_norm_gain_against_the_head(form):
     cfg = _cfg(**{"objective.kind": "local", "objective.window_frames": 2, "objective.reco_weight": 0.1,
                   "objective.reco_form": form})
@@ -345,10 +345,32 @@ def test_relative_reco_ignores_rescaling_the_final_norm_gain_against_the_head(fo
         model.head.weight.mul_(10.0)
     after = build_objective(cfg)(model, batch, torch.Generator().manual_seed(1))
     torch.testing.assert_close(after["ce"], before["ce"], rtol=1e-4, atol=1e-5)
-    if form == "relative":
+    if form != "raw":
         torch.testing.assert_close(after["reco"], before["reco"], rtol=1e-4, atol=1e-7)
     else:  # the raw form can be cut 100x without smoothing anything: why the relative form exists
         torch.testing.assert_close(after["reco"], before["reco"] / 100, rtol=1e-3, atol=1e-9)
+
+
+def test_normalized_reco_ignores_any_gain_and_is_the_papers_sum_over_channels():
+    """The gain-free form: a per-channel rescaling of the final norm's gain against the head (which only the
+    ``relative`` form's scale-freeness does not cover) leaves CE and ReCo unchanged, and ReCo is PAPER.md's
+    mean over pairs of ||Δh||² (summed over channels, no /D) of the gain-free RMS-normalised residual stream."""
+    cfg = _cfg(**{"objective.kind": "full", "objective.reco_weight": 0.1, "objective.reco_form": "normalized"})
+    model, batch = _model(cfg), _batch(cfg)
+    before = build_objective(cfg)(model, batch, None)
+    h = model.forward(batch["tokens"], model.condition(batch["label"]), hidden_before_norm=True).hidden  # (B, 20, D)
+    n = h / h.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    direct = torch.stack([(n[b, i + 1] - n[b, i]).pow(2).sum() for b in range(3) for i in range(19)]).mean()
+    torch.testing.assert_close(before["reco"], direct.detach(), rtol=1e-5, atol=1e-5)
+    gain = torch.linspace(0.05, 3.0, model.dims.d_model)
+    with torch.no_grad():
+        model.norm.weight.mul_(gain)  # per channel; the head undoes it
+        model.head.weight.div_(gain)
+    after = build_objective(cfg)(model, batch, None)
+    torch.testing.assert_close(after["ce"], before["ce"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(after["reco"], before["reco"], rtol=1e-5, atol=1e-6)
+    raw = build_objective(cfg.replace(**{"objective.reco_form": "raw"}))(model, batch, None)["reco"]
+    assert abs(float(raw) - float(before["reco"])) > 0.1 * float(before["reco"])  # the raw form moved
 
 
 def test_relative_reco_is_direct_computation():

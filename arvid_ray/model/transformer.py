@@ -201,12 +201,13 @@ class VideoTransformer(nn.Module):
         """Conditioning prefix [B, P, D] (CFG dropout when training; ``force_drop`` True = null condition)."""
         return self.conditioner(labels, captions, generator=generator, force_drop=force_drop, batch_size=batch_size)
 
-    def forward(self, tokens: torch.Tensor, cond: torch.Tensor, *, hidden_layer: int = -1) -> ModelOutput:
+    def forward(self, tokens: torch.Tensor, cond: torch.Tensor, *, hidden_layer: int = -1,
+                hidden_before_norm: bool = False) -> ModelOutput:
         """Whole clip: tokens [B, t, h, w] → logits/hidden [B, t*h*w, ·] predicting every video token."""
         video = self._flatten(tokens)  # (B, N)
         x = torch.cat([cond, self._embed(video[:, :-1], 0)], dim=1)  # (B, P + N - 1, D)
         rope = self._rope(cond.shape[1], 0, video.shape[1] - 1)
-        return self._run(x, rope, None, hidden_layer, keep_last=video.shape[1])
+        return self._run(x, rope, None, hidden_layer, keep_last=video.shape[1], before_norm=hidden_before_norm)
 
     def prefill(self, cond: torch.Tensor, video: torch.Tensor) -> ModelOutput:
         """Run ``[cond ‖ video]`` (video [B, m] flat, m >= 0) and return the cache plus the logits
@@ -217,7 +218,8 @@ class VideoTransformer(nn.Module):
         return out
 
     def forward_with_cache(self, video: torch.Tensor, start: int, cache: KVCache, *,
-                           hidden_layer: int | None = -1, _logits: bool = True) -> ModelOutput:
+                           hidden_layer: int | None = -1, hidden_before_norm: bool = False,
+                           _logits: bool = True) -> ModelOutput:
         """Continue after ``cache``: video [B, n] are tokens ``start .. start+n-1`` (flat indices); the
         outputs predict tokens ``start+1 .. start+n``. Returns the extended cache."""
         cond_len = cache[0][0].shape[2] - start
@@ -225,7 +227,7 @@ class VideoTransformer(nn.Module):
             raise ValueError(f"cache holds {cache[0][0].shape[2]} positions, too few for video index {start}")
         x = self._embed(video, start)
         return self._run(x, self._rope(cond_len, start, video.shape[1], include_cond=False), cache,
-                         hidden_layer, keep_last=video.shape[1] if _logits else 1)
+                         hidden_layer, keep_last=video.shape[1] if _logits else 1, before_norm=hidden_before_norm)
 
     def extend_cache(self, video: torch.Tensor, start: int, cache: KVCache) -> KVCache:
         """Append video tokens ``start .. start+n-1`` (flat indices) to ``cache`` without computing logits;
@@ -319,7 +321,10 @@ class VideoTransformer(nn.Module):
             pos = torch.cat([torch.stack([torch.zeros_like(j), torch.zeros_like(j), j], -1), pos])
         return self.rope(pos)
 
-    def _run(self, x, rope, cache, hidden_layer, keep_last: int) -> ModelOutput:
+    def _run(self, x, rope, cache, hidden_layer, keep_last: int, before_norm: bool = False) -> ModelOutput:
+        """``before_norm``: the last layer's hidden state is its residual stream before the final norm, like every
+        other layer's (ReCo's ``normalized`` form normalises it without the gain); else the normed, gained state
+        the head reads."""
         n_layers = self.dims.n_layers
         want = None if hidden_layer is None else hidden_layer % n_layers
         if hidden_layer is not None and not -n_layers <= hidden_layer < n_layers:
@@ -334,9 +339,9 @@ class VideoTransformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x, kv = block(x, rope, None if cache is None else cache[i], mask)
             new_cache.append(kv)
-            if i == want and i != n_layers - 1:
+            if i == want and (i != n_layers - 1 or before_norm):
                 hidden = x[:, -keep_last:]
         x = self.norm(x[:, -keep_last:])  # (B, keep_last, D): no head work on positions nobody reads
-        if want == n_layers - 1:
+        if want == n_layers - 1 and not before_norm:
             hidden = x
         return ModelOutput(logits=self.head(x), hidden=hidden, cache=new_cache)
