@@ -29,7 +29,7 @@ from arvid_ray.config import ConfigError, ExperimentConfig
 __all__ = ["PreflightError", "NodeType", "check_inputs", "declared_node_types", "check_resources",
            "worker_request", "max_concurrent_trials", "driver_resources", "AUTOSCALING_CONFIG_ENV",
            "DRIVER_RESOURCE", "RAYCLUSTER_ENV", "RAYCLUSTER_NAMESPACE_ENV", "from_ray_cluster",
-           "planned_node_types", "describe"]
+           "planned_node_types", "describe", "pin_accelerator", "accelerators"]
 
 log = logging.getLogger(__name__)
 
@@ -345,6 +345,55 @@ def check_resources(cfg: ExperimentConfig, types: list[NodeType] | None = None) 
                 "cluster's max_workers")
     raise PreflightError(f"the cluster cannot host train.num_workers={cfg.train.num_workers} workers of "
                          f"{{{wanted}}} (room for {slots:g}; {kind}: {_describe(types)}): {hint}")
+
+
+def accelerators(t: NodeType) -> set[str]:
+    """The accelerator types a node type declares (Ray's ``accelerator_type:<name>`` resources)."""
+    return {k.split(":", 1)[1] for k in t.resources if k.startswith("accelerator_type:")}
+
+
+def pin_accelerator(cfg: ExperimentConfig, types: list[NodeType]) -> ExperimentConfig:
+    """One accelerator per sweep. ``train.accelerator_type`` when set; else, when the GPU node types that
+    can host a trial carry more than one accelerator, the cheapest of them in ``cost.price_per_hour`` that
+    hosts all ``train.num_workers`` (trials on mixed accelerators would count unlike hours alike). The
+    chosen type also prices ``cost/usd`` (``cost.accelerator``, when 'auto'). Refused when the choice
+    cannot be made from the table."""
+    if not cfg.train.use_gpu or cfg.train.num_workers == 0 or not all(t.declared for t in types):
+        return cfg  # undeclared: the autoscaler decides (check_resources warned)
+    chosen = cfg.train.accelerator_type
+    if not chosen:
+        req = worker_request(cfg)
+        hosts = [t for t in types if t.resources.get("GPU", 0) and _fits(t.resources, req)]
+        kinds = {a for t in hosts for a in accelerators(t)}
+        mixed = len(kinds) > 1 or (kinds and any(not accelerators(t) for t in hosts))
+        if len(hosts) > 1 and not kinds:
+            raise PreflightError(
+                f"this cluster has several GPU node types that can host a trial ({_describe(hosts)}) and none "
+                f"declares its accelerator, so a sweep could mix them (cost/usd and gpu-hours would count unlike "
+                f"hours alike): set train.accelerator_type and declare accelerator_type:<name> in each GPU node "
+                f"type's resources")
+        if mixed:
+            prices = cfg.cost.price_per_hour
+            enough = sorted((float(prices[a]), a) for a in kinds if a in prices
+                            and _worker_slots([t for t in hosts if a in accelerators(t)],
+                                              {**req, f"accelerator_type:{a}": 0.001}) >= cfg.train.num_workers)
+            if not enough:
+                raise PreflightError(
+                    f"this cluster's GPU node types carry different accelerators ({', '.join(sorted(kinds))}) and "
+                    f"none priced in cost.price_per_hour hosts train.num_workers={cfg.train.num_workers}; set "
+                    f"train.accelerator_type to one of them, or add its price to cost.price_per_hour")
+            chosen = enough[0][1]
+            log.info("train.accelerator_type=%s: the cheapest accelerator in cost.price_per_hour (of %s) that "
+                     "hosts %d workers; every trial of this sweep runs on it", chosen, ", ".join(sorted(kinds)),
+                     cfg.train.num_workers)
+        elif len(kinds) == 1:
+            chosen = next(iter(kinds))
+    if not chosen:
+        return cfg
+    changes = {"train.accelerator_type": chosen}
+    if cfg.cost.accelerator == "auto":
+        changes["cost.accelerator"] = chosen
+    return cfg.replace(**changes)
 
 
 def max_concurrent_trials(cfg: ExperimentConfig, types: list[NodeType], driver_cpus: float) -> int:

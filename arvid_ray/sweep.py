@@ -472,9 +472,10 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
     else:
         for row in rows:  # every row must build a valid config before any trial starts
             ExperimentConfig.from_flat(trial_overrides(row), base=cfg)
-    from arvid_ray.preflight import check_resources
+    from arvid_ray.preflight import check_resources, pin_accelerator
 
-    check_resources(cfg)  # the trials' workers fit the cluster's declared node types, before any run exists
+    types = check_resources(cfg)  # the trials' workers fit the cluster's declared node types, before any run
+    cfg = pin_accelerator(cfg, types)  # one accelerator per sweep: its type prices cost/usd and tags the runs
     # quality exists only after the final evaluation, so early results cannot carry the searcher's metric
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
     # Tune's default (new) console output ignores a ProgressReporter ("AIR_VERBOSITY is set, ignoring
@@ -726,7 +727,12 @@ def dry_run(cfg: ExperimentConfig, *, cluster: bool, num_cpus: int | None = None
         kind = ("declared" if all(t.declared for t in types) else "NOT declared (live nodes; the autoscaler "
                 "decides)")
         plan.append(f"node types ({kind}): {preflight.describe(types)}")
-        if check(preflight.check_resources, cfg, types) is not None or cfg.train.num_workers == 0:
+        if check(preflight.check_resources, cfg, types) is not None:
+            cfg = check(preflight.pin_accelerator, cfg, types) or cfg
+            if cfg.train.accelerator_type:
+                price = cfg.cost.price_per_hour.get(cfg.train.accelerator_type)
+                plan.append(f"accelerator: {cfg.train.accelerator_type} for every trial"
+                            + (f", ${price:g}/h per device in cost.price_per_hour" if price is not None else ""))
             request = preflight.worker_request(cfg)
             driver = check(preflight.driver_resources, cfg, types)
             concurrent = preflight.max_concurrent_trials(cfg, types, DRIVER_CPUS)

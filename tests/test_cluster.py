@@ -640,6 +640,8 @@ def test_readme_command_passes_the_dry_run_for_every_dataset_config(dataset, wes
         assert code == 0, (cluster_file, err)
         assert "region us-west-2" in out and "=> would launch" in out and "node types (declared)" in out
         assert "GPU: 1" in out and "per trial: 8 Train workers" in out
+        accelerator = {"aws.yaml": "A10G", "gcp.yaml": "L4"}.get(cluster_file)  # the cheapest that hosts 8
+        assert (f"accelerator: {accelerator} for every trial" in out) == bool(accelerator), out
     assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
 
 
@@ -647,15 +649,17 @@ def test_rayjob_entrypoint_passes_the_dry_run(west_bucket, monkeypatch, capsys):
     job = _load(CLUSTER / "kuberay" / "rayjob.yaml")
     env = {e["name"]: e.get("value") for e in job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
            ["containers"][0]["env"]}
-    bucket = west_bucket(env["ARVID_STORAGE"].split("/")[2])
-    monkeypatch.setenv("ARVID_STORAGE", env["ARVID_STORAGE"])
+    shipped = env["ARVID_STORAGE"].split("/")[2]  # the manifest's bucket, renamed as README step 0's sed does
+    bucket = west_bucket("rayjob-west-bucket")
+    monkeypatch.setenv("ARVID_STORAGE", env["ARVID_STORAGE"].replace(shipped, bucket))
     manifest = {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {"name": "arvid-ray-sweep-x"},
                 "spec": job["spec"]["rayClusterSpec"]}
     path = CLUSTER.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
     (path / "rayjob-cluster.yaml").write_text(yaml.safe_dump(manifest))
     monkeypatch.setenv("ARVID_AUTOSCALING_CONFIG", str(path / "rayjob-cluster.yaml"))
-    argv = [a.replace(IMAGE_ROOT, str(ROOT) + "/") for a in shlex.split(job["spec"]["entrypoint"])]
+    argv = [a.replace(IMAGE_ROOT, str(ROOT) + "/").replace(shipped, bucket)
+            for a in shlex.split(job["spec"]["entrypoint"])]
     code, out, err = _dry_run([*argv, "--dry-run"], capsys)
     assert code == 0, err
     assert f"s3://{bucket}/" in out and "region us-west-2" in out

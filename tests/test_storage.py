@@ -239,3 +239,33 @@ def test_token_cache_lands_under_an_s3_root(ray_session, s3_server, tmp_path, mo
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket="arvid", Prefix="rf/")["Contents"]}
     assert any(k.endswith("/_COMPLETE") for k in keys) and any("/raw/" in k and k.endswith(".mp4") for k in keys)
     assert prepare_inputs(cfg).data.tokens_path == out.data.tokens_path  # cached: found, not rebuilt
+
+
+def test_one_accelerator_per_sweep_priced_from_the_table():
+    """A cluster whose GPU types carry different accelerators: the sweep pins the cheapest one in
+    cost.price_per_hour that hosts the trial (its hours priced by cost/usd), or the one asked for; it
+    refuses when the types cannot be told apart."""
+    from pathlib import Path
+
+    from arvid_ray.preflight import _from_yaml, pin_accelerator
+
+    cluster = Path(__file__).resolve().parent.parent / "cluster"
+    aws, gcp = _from_yaml(str(cluster / "aws.yaml")), _from_yaml(str(cluster / "gcp.yaml"))
+    cfg = ExperimentConfig.from_flat({"train.use_gpu": True, "train.num_workers": 8})
+    pinned = pin_accelerator(cfg, aws)
+    assert pinned.train.accelerator_type == "A10G" and pinned.cost.accelerator == "A10G"
+    check_resources(pinned, aws)
+    assert pin_accelerator(cfg.replace(**{"train.num_workers": 16}), aws).train.accelerator_type == "A100"
+    assert pin_accelerator(cfg, gcp).train.accelerator_type == "L4"
+    dearer = cfg.replace(**{"cost.price_per_hour": {"A10G": 9.0, "A100": 3.0, "H100": 4.5}})
+    assert pin_accelerator(dearer, aws).train.accelerator_type == "A100"  # the table decides
+    asked = pin_accelerator(cfg.replace(**{"train.accelerator_type": "H100"}), aws)
+    assert asked.train.accelerator_type == "H100" and asked.cost.accelerator == "H100"
+    assert pin_accelerator(cfg.replace(**{"train.use_gpu": False}), aws).train.accelerator_type is None
+    unlabeled = [HEAD, NodeType("g1", {"CPU": 8.0, "GPU": 1.0}, 8), NodeType("g8", {"CPU": 96.0, "GPU": 8.0}, 2)]
+    with pytest.raises(PreflightError, match="none declares its accelerator"):
+        pin_accelerator(cfg, unlabeled)
+    with pytest.raises(PreflightError, match="cost.price_per_hour"):
+        pin_accelerator(cfg.replace(**{"cost.price_per_hour": {"cpu": 0.05}}), aws)
+    single = [HEAD, NodeType("gpu", {"CPU": 8.0, "GPU": 1.0}, 8)]
+    assert pin_accelerator(cfg, single).train.accelerator_type is None  # nothing to mix
