@@ -323,17 +323,18 @@ def check_resources(cfg: ExperimentConfig, types: list[NodeType] | None = None) 
     types = types if types is not None else declared_node_types()
     req = worker_request(cfg)
     slots = _worker_slots(types, req)
+    wanted = ", ".join(f"{k}: {v:g}" for k, v in req.items())
+    if types and not all(t.declared for t in types):  # nothing to check against: say so, never refuse
+        now = "can host them now" if slots >= cfg.train.num_workers else "cannot host them now"
+        log.warning("this cluster declares no node types (no autoscaler config in the GCS, no %s, no "
+                    "~/ray_bootstrap_config.yaml, no readable RayCluster); its live nodes (%s) %s; the autoscaler "
+                    "decides whether train.num_workers=%d workers of {%s} can run: a request it cannot meet fails "
+                    "the trial after train.resource_timeout_s=%gs", AUTOSCALING_CONFIG_ENV, _describe(types), now,
+                    cfg.train.num_workers, wanted, cfg.train.resource_timeout_s)
+        return types
     if slots >= cfg.train.num_workers:
         return types
     kind = "static nodes" if types and all(t.static for t in types) else "declared node types"
-    wanted = ", ".join(f"{k}: {v:g}" for k, v in req.items())
-    if types and not all(t.declared for t in types):
-        log.warning("this cluster declares no node types (no autoscaler config in the GCS, no %s, no "
-                    "~/ray_bootstrap_config.yaml, no readable RayCluster); its live nodes (%s) cannot host "
-                    "train.num_workers=%d workers of {%s} now, so the autoscaler decides: a request it cannot "
-                    "meet fails the trial after train.resource_timeout_s=%gs", AUTOSCALING_CONFIG_ENV,
-                    _describe(types), cfg.train.num_workers, wanted, cfg.train.resource_timeout_s)
-        return types
     if cfg.train.use_gpu and not any(t.resources.get("GPU", 0) for t in types):
         hint = ("train.use_gpu=true but no node type of this cluster has a GPU; set train.use_gpu=false "
                 "(CPU workers, gloo) or add a GPU worker type to the cluster config")

@@ -15,6 +15,7 @@ ports and is stopped by its own pids; the suite's shared local Ray is untouched.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,23 +29,36 @@ from fake_cluster import FakeCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 BUCKET = "arvid"
+SECRET = "MultinodeSecretKeyNeverInTheBucket0000042"
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
                                                    reason="needs root and util-linux unshare")]
 
 
-def _driver_command(workdir: Path, s3: str, steps: int) -> list[str]:
-    """The README's cluster line, in a private mount namespace (tmpfs over workdir and ~/.cache)."""
+def _driver_command(workdir: Path, s3: str, steps: int, bootstrap: Path | None = None,
+                    gpu: bool = True) -> list[str]:
+    """The README's cluster line, in a private mount namespace (tmpfs over workdir and ~/.cache).
+
+    ``bootstrap``: the cluster's autoscaling config, bind-mounted read-only at ``~/ray_bootstrap_config.yaml``
+    inside the namespace (HOME is a private directory there) — where `ray up` puts it on a launcher head
+    and where the pre-flight reads the declared node types; nothing names it in the environment. Without
+    it the cluster declares nothing (as on a cluster whose config the driver cannot read)."""
     home_cache = Path.home() / ".cache"
     home_cache.mkdir(exist_ok=True)
+    home = workdir / "home"
     sweep = [sys.executable, "experiments/tune_window.py", "--smoke-test",
              f"storage.root=s3://{BUCKET}/rf", f"storage.s3_endpoint={s3}", f"experiment.workdir={workdir}",
-             # scheduling asks for a GPU per worker; the fake GPUs are labels, so train on CPU with gloo
-             "train.use_gpu=true", "train.device=cpu", "train.num_workers=1", "train.cpus_per_worker=1",
              f"train.steps={steps}", "train.ckpt_every=10", "train.log_every=10", "train.report_every=10",
-             "train.resource_timeout_s=300", "data.decode_cpus=1"]
-    inner = (f"mount -t tmpfs tmpfs {home_cache} && mount -t tmpfs tmpfs {workdir} && cd {ROOT} && exec "
-             + " ".join(sweep))
+             "train.resource_timeout_s=300", "data.decode_cpus=1", "train.num_workers=1",
+             "train.cpus_per_worker=1"]
+    if gpu:  # scheduling asks for a GPU per worker; the fake GPUs are labels, so train on CPU with gloo
+        sweep += ["train.use_gpu=true", "train.device=cpu"]
+    else:
+        sweep += ["train.use_gpu=false", "sweep.name=cpu-smoke"]
+    mount = (f"touch {home}/ray_bootstrap_config.yaml && mount --bind -o ro {bootstrap} "
+             f"{home}/ray_bootstrap_config.yaml && " if bootstrap else "")
+    inner = (f"mount -t tmpfs tmpfs {home_cache} && mount -t tmpfs tmpfs {workdir} && mkdir -p {home} && "
+             f"{mount}export HOME={home} && cd {ROOT} && exec " + " ".join(sweep))
     return ["unshare", "--mount", "--propagation", "private", "bash", "-c", inner]
 
 
@@ -95,28 +109,34 @@ def test_sweep_on_autoscaling_cluster_with_private_driver_disk(s3_server, mlflow
     import boto3
     from mlflow.tracking import MlflowClient
 
-    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    # this test's own keys, on the driver and every node: Arrow reads them from the environment; none may
+    # end up in an object under the storage root (Tune pickles the storage filesystem into tuner.pkl)
+    keys = {"AWS_ACCESS_KEY_ID": "AKIAMULTINODETEST001", "AWS_SECRET_ACCESS_KEY": SECRET}
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                      aws_access_key_id=keys["AWS_ACCESS_KEY_ID"], aws_secret_access_key=SECRET)
     s3.create_bucket(Bucket=BUCKET)
     workdir = tmp_path / "driver-disk"
     workdir.mkdir()
-    node_env = {"AWS_ENDPOINT_URL": s3_server, "OMP_NUM_THREADS": "1"}
+    node_env = {"AWS_ENDPOINT_URL": s3_server, "OMP_NUM_THREADS": "1", **keys}
     with FakeCluster(max_workers=2, env=node_env) as cluster:
         assert cluster.worker_raylets() == []  # scaled to zero: only the head
         env = {**os.environ, **cluster.driver_env(), "MLFLOW_TRACKING_URI": mlflow_server,
-               "ARVID_AUTOSCALING_CONFIG": str(Path(cluster.temp_dir) / "autoscaler.yaml"),
-               "PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0"}
-        env.pop("ARVID_STORAGE", None)
+               "PYTHONUNBUFFERED": "1", "RAY_AIR_NEW_OUTPUT": "0", **keys}
+        for name in ("ARVID_STORAGE", "ARVID_AUTOSCALING_CONFIG", "ARVID_RAYCLUSTER", "RAY_CLUSTER_NAME"):
+            env.pop(name, None)  # node types only from the mounted bootstrap config
         log_path = artifacts_dir / "multinode-driver.log"  # kept for a look after a failure
         stop, killed = threading.Event(), []
         killer = threading.Thread(target=_kill_a_training_node, args=(cluster, s3, stop, killed), daemon=True)
         killer.start()
         with open(log_path, "w") as log:
-            proc = subprocess.run(_driver_command(workdir, s3_server, steps=60), env=env, cwd=ROOT,
-                                  stdout=log, stderr=subprocess.STDOUT, timeout=1400)
+            proc = subprocess.run(_driver_command(workdir, s3_server, steps=60,
+                                                  bootstrap=Path(cluster.temp_dir) / "autoscaler.yaml"),
+                                  env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=1400)
         stop.set()
         killer.join(5)
         out = log_path.read_text()
         assert proc.returncode == 0, out[-6000:]
+        assert "declares no node types" not in out  # the mounted config was found and used
         assert killed, "no worker node was killed mid-trial (no checkpoint seen while a Train worker ran)"
         # nothing the cluster read came from the driver's disk: the private tmpfs is gone with the driver
         leaked = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
@@ -145,3 +165,22 @@ def test_sweep_on_autoscaling_cluster_with_private_driver_disk(s3_server, mlflow
         while cluster.worker_raylets() and time.time() < deadline:
             time.sleep(2)
         assert cluster.worker_raylets() == [], "idle GPU worker nodes were not scaled down"
+
+        # no declared source at all (no mounted config, nothing in the environment): the pre-flight warns
+        # and leaves it to the autoscaler; the CPU sweep still finishes
+        cpu_log = artifacts_dir / "multinode-driver-undeclared.log"
+        with open(cpu_log, "w") as log:
+            proc = subprocess.run(_driver_command(workdir, s3_server, steps=12, gpu=False), env=env, cwd=ROOT,
+                                  stdout=log, stderr=subprocess.STDOUT, timeout=900)
+        out = cpu_log.read_text()
+        assert proc.returncode == 0, out[-6000:]
+        assert "this cluster declares no node types" in out and "the autoscaler decides" in out, out[-4000:]
+        assert re.search(r"Sweep 'cpu-smoke[^']*': 2 trials \(2 complete, 0 failed", out), out[-3000:]
+
+    # every object under the storage root, scanned for the secret key: Tune's tuner.pkl, Train's state,
+    # checkpoints, run directories, token caches
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    objects = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    assert any(k.endswith("tuner.pkl") for k in objects), "no tuner.pkl: the scan would prove nothing"
+    hits = [k for k in objects if SECRET.encode() in s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()]
+    assert not hits, f"the secret access key is written in clear text in {hits[:5]}"
