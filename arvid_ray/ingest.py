@@ -140,7 +140,8 @@ def list_inputs(src: str, cfg: ExperimentConfig) -> tuple[list[_Input], list[str
 def _read_bytes(uri: str, storage: StorageConfig, filesystems: dict | None = None) -> bytes:
     """``filesystems``: ``scheme://bucket`` → a filesystem made on the driver (it carries the endpoint and the
     bucket's region; credentials come from each node's own provider chain)."""
-    return st.read_bytes(uri, storage, filesystem=(filesystems or {}).get(st.bucket_of(uri)))
+    filesystem = (filesystems or {}).get(st.bucket_of(uri)) if st.is_remote(uri) else None  # local: no bucket
+    return st.read_bytes(uri, storage, filesystem=filesystem)
 
 
 def _segments(info: VideoInfo, size: int, cfg: IngestConfig) -> list[tuple[int, int]]:
