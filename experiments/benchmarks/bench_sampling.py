@@ -66,14 +66,25 @@ class _Clock:
         return time.process_time()
 
 
-def _sample(fn, model, labels, n_tokens, cfg, seed, clock) -> tuple[torch.Tensor, float]:
+def _new_decode(model, cond, uncond, prefix, n_new, cfg, generator, cache_tokens=None):
+    from arvid_ray.sampling import _Decoder
+
+    return _Decoder(model, cond, uncond, cache_tokens or prefix.shape[1] + n_new, cfg)(prefix, n_new, generator)
+
+
+def _warm_up(model, labels, n_tokens, cfg) -> None:
+    """Two decode steps on a cache of the timed run's size: torch.compile compiles for these shapes here."""
+    _sample(_new_decode, model, labels, 2, cfg, 0, lambda: 0.0, cache_tokens=n_tokens)
+
+
+def _sample(fn, model, labels, n_tokens, cfg, seed, clock, **kw) -> tuple[torch.Tensor, float]:
     device = labels.device
     with torch.no_grad():
         t0 = clock()
         cond = model.condition(labels, force_drop=False)
         uncond = model.condition(labels, force_drop=True) if cfg.cfg_scale != 1.0 else None
         prefix = torch.zeros(len(labels), 0, dtype=torch.long, device=device)
-        out = fn(model, cond, uncond, prefix, n_tokens, cfg, torch.Generator(device=device).manual_seed(seed))
+        out = fn(model, cond, uncond, prefix, n_tokens, cfg, torch.Generator(device=device).manual_seed(seed), **kw)
         return out, clock() - t0
 
 
@@ -116,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-videos", type=int, default=16, help="videos both samplers draw (one batch)")
     ap.add_argument("--videos", type=int, default=0, help="videos for the at-scale run of the new sampler (0: off)")
     ap.add_argument("--batch", type=int, default=256, help="videos per decoding pass in the at-scale run")
+    ap.add_argument("--measure-batches", type=int, default=0,
+                    help="time only this many at-scale batches and extrapolate to --videos (0: all)")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--compile", default=None, choices=["auto", "on", "off"],
                     help="the new sampler's step (default auto); on CPU --quick also times 'on' unless given")
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     from arvid_ray.config import SamplingConfig
-    from arvid_ray.sampling import _decode, _precision
+    from arvid_ray.sampling import _precision
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -143,20 +156,22 @@ def main(argv: list[str] | None = None) -> int:
           f"cfg_scale={args.cfg_scale} precision={dtype} compile={cfg.compile} threads={torch.get_num_threads()}")
 
     old, t_old = _sample(_old_decode, model, labels, n_tokens, cfg, args.seed, clock)
-    if device.type == "cuda":  # warm-up: graph capture (and compile) happen here, untimed
-        _sample(_decode, model, labels, n_tokens, cfg, args.seed, clock)
-    new, t_new = _sample(_decode, model, labels, n_tokens, cfg, args.seed, clock)
+    if device.type == "cuda":  # warm-up: compile (and CUDA's lazy init) happen here, untimed
+        _warm_up(model, labels, n_tokens, cfg)
+    new, t_new = _sample(_new_decode, model, labels, n_tokens, cfg, args.seed, clock)
     tps_old, tps_new = b * n_tokens / t_old, b * n_tokens / t_new
     print(f"old: {b} videos x {n_tokens} tokens in {t_old:.2f} s = {tps_old:.0f} tokens/s (fp32, concatenating cache)")
     print(f"new: {b} videos x {n_tokens} tokens in {t_new:.2f} s = {tps_new:.0f} tokens/s "
           f"({str(dtype).removeprefix('torch.')}, static cache, compile={cfg.compile})")
     same = torch.equal(old, new)
-    print(f"identical_samples {same}" + ("" if dtype == torch.float32 else " (bf16 vs the fp32 reference: not expected)"))
+    print(f"identical_samples {same}" + ("" if dtype == torch.float32 else " (bf16 against the fp32 reference: equality not required)"))
     if device.type == "cpu" and args.quick and args.compile is None:  # measure the CPU default's alternative
         t0 = time.perf_counter()
-        comp, t_comp = _sample(_decode, model, labels, n_tokens, SamplingConfig(**base, compile="on"), args.seed, clock)
+        comp, t_comp = _sample(_new_decode, model, labels, n_tokens, SamplingConfig(**base, compile="on"), args.seed,
+                               clock)
         wall_first = time.perf_counter() - t0
-        comp2, t_comp2 = _sample(_decode, model, labels, n_tokens, SamplingConfig(**base, compile="on"), args.seed, clock)
+        comp2, t_comp2 = _sample(_new_decode, model, labels, n_tokens, SamplingConfig(**base, compile="on"),
+                                 args.seed, clock)
         print(f"compiled (CPU): first call {wall_first:.1f} s wall incl. compile; warm {b * n_tokens / t_comp2:.0f} "
               f"tokens/s (eager new: {tps_new:.0f}); identical to eager new {torch.equal(comp, new) and torch.equal(comp2, new)}")
     t_fwd = _forward_time(model, new.view(b, *shape), labels, cfg, dtype, clock)
@@ -164,16 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"forward: teacher-forced over the same {b} videos{' (+ CFG rows)' if args.cfg_scale != 1 else ''} in "
           f"{t_fwd:.3f} s = {tps_fwd:.0f} tokens/s")
     if args.videos > b:
-        done, t_all = 0, 0.0
-        while done < args.videos:
+        done, t_all, batches = 0, 0.0, 0
+        while done < args.videos and not 0 < args.measure_batches <= batches:
             n = min(args.batch, args.videos - done)
             lab = torch.arange(done, done + n, device=device) % getattr(model.conditioner, "num_classes", 1)
-            if device.type == "cuda" and done == 0:
-                _sample(_decode, model, lab, n_tokens, cfg, args.seed, clock)  # capture at this batch size
-            _, t = _sample(_decode, model, lab, n_tokens, cfg, args.seed + done, clock)
-            done, t_all = done + n, t_all + t
-        print(f"at scale: {args.videos} videos x {n_tokens} tokens in batches of {args.batch}: {t_all:.1f} s = "
-              f"{args.videos * n_tokens / t_all:.0f} tokens/s")
+            if device.type == "cuda" and batches == 0:
+                _warm_up(model, lab, n_tokens, cfg)  # compile for this batch size
+            _, t = _sample(_new_decode, model, lab, n_tokens, cfg, args.seed + done, clock)
+            done, t_all, batches = done + n, t_all + t, batches + 1
+        what = "" if done == args.videos else f" ({done} timed, extrapolated)"
+        total = t_all * args.videos / done
+        print(f"at scale: {args.videos} videos x {n_tokens} tokens in batches of {args.batch}: {total:.1f} s{what} = "
+              f"{done * n_tokens / t_all:.0f} tokens/s")
     print(f"RATIO sample_tokens_per_s_new_over_old {tps_new / tps_old:.3f}")
     print(f"RATIO decode_over_forward_tokens_per_s {tps_new / tps_fwd:.4f}")
     return 0
