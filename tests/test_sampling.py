@@ -252,3 +252,21 @@ def test_bf16_decode_on_cpu_when_asked():
         ref = _uncached_greedy(model, model.condition(labels, force_drop=False), torch.zeros(3, 0, dtype=torch.long), 12)
     assert model.tok_emb.weight.dtype == torch.float32  # autocast: the model itself is untouched
     assert (out == ref).float().mean() >= 0.75  # bf16 rounding may flip a near-tie, not the rollout
+
+
+def test_one_decoder_serves_every_reprefill_and_grows_when_a_context_is_longer():
+    """generate reuses one static cache across re-prefills: stale slots of a longer earlier call must never be
+    read, and a context longer than the cache reallocates it instead of writing past its end."""
+    from arvid_ray.sampling import _Decoder
+
+    model = _model()
+    labels = torch.tensor([3, 8])
+    with torch.no_grad():
+        cond = model.condition(labels, force_drop=False)
+        decoder = _Decoder(model, cond, None, 8, SamplingConfig(temperature=0.0))
+        first = decoder(torch.zeros(2, 0, dtype=torch.long), 8, None)  # fills slots of 8 video tokens
+        prompt = first[:, 4:6]  # a shorter context: slots past it still hold the first call's keys
+        assert torch.equal(decoder(prompt, 3, None), _uncached_greedy(model, cond, prompt, 3))
+        longer = torch.cat([first, first[:, :2]], 1)  # 10 + 2 tokens > the 8-token cache
+        assert torch.equal(decoder(longer, 2, None), _uncached_greedy(model, cond, longer, 2))
+        assert decoder.cache.max_len == cond.shape[1] + 12

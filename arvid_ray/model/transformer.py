@@ -11,6 +11,9 @@ cache for a prefix; run it under ``no_grad`` for Local Opt.'s free prefix), and 
 (continue from a cache: the Local Opt. window or one decoding step). The price is that the objective
 and the sampler must do the index bookkeeping themselves; the gain is that the no-grad prefix computes
 no logits and keeps no activations, which is where Local Opt.'s speed and memory win comes from.
+Sampling has its own pair, ``prefill_into`` and ``decode_step``, over a ``StaticKVCache`` allocated once and
+written in place: the extending cache above re-concatenates every layer's keys per token (O(L) copies), fine
+for one window but quadratic over a decoded clip, and its growing shapes cannot be compiled or graph-captured.
 Positions are rotary over (latent frame, row, column) — or learned per axis — with conditioning tokens
 at frame 0 and video frame ``f`` at frame ``f + 1``; positions always count from the start of the
 tokens passed in, so a sampler can restart them when it slides its context.
