@@ -11,6 +11,12 @@ context keeps frame 0 there, then the most recent frames (``anchor_first_frame``
 trained on short clips starting anywhere, so its blocks restart at 0 on the previous block unanchored.
 CFG runs the conditional and unconditional streams as one batch of 2B through one cache.
 
+Decoding (issue 24) writes into a ``StaticKVCache`` allocated once per ``generate`` call and reused by every
+re-prefill, one token step at a time: eager with exactly the filled keys on CPU (measured fastest end to end
+there: bench_sampling), one ``torch.compile``d static-shape step replayed from a CUDA graph in bf16 on GPU.
+The static step attends to every slot under a mask — up to twice the attention reads of the exact step, the
+price of one graph for the whole rollout. Sampling itself (CFG mixing, filters, the RNG) stays eager.
+
 The trained length is what the model was *trained* on, not the grid it was built for: a Fewer-Frames model
 is built with the full clip's latent shape but trained on ``fewer_frames.num_frames`` latent frames, so
 ``trained_length(cfg)`` passes that to ``generate``, which then decodes block-wise from the first block
