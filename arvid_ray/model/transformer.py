@@ -44,7 +44,7 @@ class StaticKVCache:
     compiled with static shapes or captured in a CUDA graph; the extending ``KVCache`` above re-concatenates
     every layer's keys per token instead (O(L) copies per step). Built by ``VideoTransformer.new_cache``."""
 
-    def __init__(self, model: "VideoTransformer", batch: int, cond_len: int, max_len: int, dtype: torch.dtype):
+    def __init__(self, model: VideoTransformer, batch: int, cond_len: int, max_len: int, dtype: torch.dtype):
         d, device = model.dims, model.tok_emb.weight.device
         shape = (batch, d.n_heads, max_len, d.head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(d.n_layers)]
