@@ -127,7 +127,7 @@ def test_sampling_refusals():
 def _record_context(model):
     """Wrap prefill / forward_with_cache / decode_step to record the video positions each call attends to."""
     seen = []
-    prefill, step, decode_step = model.prefill, model.forward_with_cache, model.decode_step
+    prefill, step, decode_step, prefill_into = model.prefill, model.forward_with_cache, model.decode_step, model.prefill_into
 
     def rec_prefill(cond, video):
         seen.append(video.shape[1])
@@ -141,7 +141,12 @@ def _record_context(model):
         seen.append(int(slot) - cache.cond_len + 1)  # the fed token's video index + 1, as for rec_step
         return decode_step(token, slot, cache, keys)
 
-    model.prefill, model.forward_with_cache, model.decode_step = rec_prefill, rec_step, rec_decode_step
+    def rec_prefill_into(cond, video, cache):
+        seen.append(video.shape[1])
+        return prefill_into(cond, video, cache)
+
+    model.prefill, model.forward_with_cache = rec_prefill, rec_step
+    model.decode_step, model.prefill_into = rec_decode_step, rec_prefill_into
     return seen
 
 

@@ -251,11 +251,13 @@ class VideoTransformer(nn.Module):
         if cond.shape[1] != cache.cond_len or cond.shape[1] + video.shape[1] >= cache.max_len:
             raise ValueError(f"prefill of {cond.shape[1]} + {video.shape[1]} tokens does not leave a free slot in a "
                              f"cache of {cache.max_len} (cond_len {cache.cond_len})")
-        out = self.prefill(cond, video)
-        for (k, v), k_cache, v_cache in zip(out.cache, cache.k, cache.v):
+        x = torch.cat([cond, self._embed(video, 0)], dim=1)  # (B, P + m, D)
+        rope = self._rope(cond.shape[1], 0, video.shape[1])
+        for block, k_cache, v_cache in zip(self.blocks, cache.k, cache.v):  # one layer's K/V alive at a time
+            x, (k, v) = block(x, rope, None)
             k_cache[:, :, :k.shape[2]].copy_(k)
             v_cache[:, :, :v.shape[2]].copy_(v)
-        return out.logits[:, -1]
+        return self.head(self.norm(x[:, -1]))  # (B, V)
 
     def decode_step(self, token: torch.Tensor, slot: torch.Tensor, cache: StaticKVCache,
                     keys: int | None = None) -> torch.Tensor:
