@@ -5,10 +5,11 @@
 #   - expected step time on 1 / 8 / 64 ranks with per-rank vs rank-shared window starts
 #   - the SDPA kernel of the Local Opt. window (flash expected: its lower-right causal mask is a CausalBias)
 #   - MFU of the baseline (full) and Local Opt. steps at preset B
-# and of issue 24 (adds <= 12 minutes):
+# and of issue 24 (adds <= 16 minutes):
 #   - the sampler: static KV cache, bf16, compiled + CUDA-graph decode step, CFG 2 batched, preset B, against
 #     the old concatenating fp32 loop on 16 videos; then 2048 videos x 1280 tokens (5x16x16, 4 batches of 512)
-#     and 2048 videos x 5120 tokens (5x32x32, batches of 128: 2 of 16 timed, extrapolated)
+#     and 2048 videos x 5120 tokens (5x32x32, batches of 128: 2 of 16 timed, extrapolated); the 1280 case
+#     again with --compile off (graph-captured eager step) to tell whether inductor earns its compile time
 # Usage: experiments/benchmarks/gpu_suite.sh [output.txt]   (PYTHON=... to pick the interpreter)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +27,9 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-8}"
   echo "## bench_sampling --device cuda: 2048 videos x 1280 tokens (preset B, bf16, CFG 2, batches of 512)"
   timeout 300 "$PY" experiments/benchmarks/bench_sampling.py --device cuda --preset B --latent 5x16x16 \
     --videos 2048 --batch 512
+  echo "## bench_sampling --device cuda --compile off (CUDA graph of the eager step, no inductor): 2048 x 1280, 2 batches timed"
+  timeout 240 "$PY" experiments/benchmarks/bench_sampling.py --device cuda --preset B --latent 5x16x16 \
+    --videos 2048 --batch 512 --measure-batches 2 --compile off
   echo "## bench_sampling --device cuda: 2048 videos x 5120 tokens (preset B, bf16, CFG 2, batches of 128, 2 timed)"
   timeout 420 "$PY" experiments/benchmarks/bench_sampling.py --device cuda --preset B --latent 5x32x32 \
     --videos 2048 --batch 128 --measure-batches 2
