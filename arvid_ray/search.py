@@ -74,7 +74,97 @@ def parse_space(space: Mapping[str, Any], base: ExperimentConfig) -> list[Dimens
         when = spec.get("when") or {}
         if not isinstance(when, Mapping):
             raise ConfigError(f"{where}.when must be a mapping of key: value")
+        for cond_key, cond_value in when.items():
+            _check_condition(where, cond_key, cond_value, {d.key: d for d in dims}, space, known)
         dims.append(Dimension(dim.key, dim.type, dim.low, dim.high, dim.values, tuple(when.items())))
+    return dims
+
+
+def _check_condition(where: str, key: str, value: Any, earlier: Mapping[str, Dimension],
+                     space: Mapping[str, Any], known: set[str]) -> None:
+    """A `when:` is only ever true on a dimension sampled before it; on anything else the dimension it
+    guards would silently never be sampled."""
+    if key not in known:
+        raise ConfigError(f"{where}.when: '{key}' is not a config key, so this dimension would never be "
+                          f"sampled; name a search-space dimension declared above it")
+    if key not in space:
+        raise ConfigError(f"{where}.when: '{key}' is fixed (not in sweep.search_space), so this dimension "
+                          f"would never be sampled; drop the when:, or add '{key}' to the search space above it")
+    if key not in earlier:
+        raise ConfigError(f"{where}.when: '{key}' is declared after this dimension, so this dimension would "
+                          f"never be sampled; move sweep.search_space.{key} above it")
+    cond = earlier[key]
+    if cond.type == "choice" and value not in cond.values:
+        raise ConfigError(f"{where}.when: {key}={value!r} is not among its values {list(cond.values)}, so this "
+                          f"dimension would never be sampled; use one of them")
+
+
+_NAMESPACES = ("eval/", "control/", "cost/", "train/")
+_NOT_EXTRACTOR = ("eval/fd_floor", "eval/fd_floor_n", "eval/fd_recon")
+
+
+def _extractor_keyed(metric: str) -> bool:
+    """A Fréchet/KVD key whose name depends on eval.extractor (eval/fvd, eval/fd_<proxy>, ...)."""
+    name = "eval/" + metric.split("/", 1)[1] if metric.startswith("control/") else metric
+    return name not in _NOT_EXTRACTOR and (name in ("eval/fvd", "eval/kvd")
+                                           or name.startswith(("eval/fd_", "eval/kvd_")))
+
+
+def check_metrics(cfg: ExperimentConfig) -> None:
+    """sweep.metric (and the cost metric in multi mode) must be something a trial logs: a Fréchet/KVD key
+    must be the one eval.extractor produces (eval/fvd only comes from i3d)."""
+    from arvid_ray.evaluate import metric_names
+
+    fd, kvd = metric_names(cfg.eval.extractor)
+    fields = [("sweep.metric", cfg.sweep.metric)]
+    if cfg.sweep.mode == "multi":
+        fields.append(("sweep.cost_metric", cfg.sweep.cost_metric))
+    for name, metric in fields:
+        if not metric.startswith(_NAMESPACES):
+            raise ConfigError(f"{name} = {metric!r} is never logged: trial metrics start with "
+                              f"{', '.join(_NAMESPACES)} (e.g. {fd}, cost/gpu_hours)")
+        if _extractor_keyed(metric) and metric.split("/", 1)[1] not in (fd.split("/")[1], kvd.split("/")[1]):
+            raise ConfigError(f"{name} = {metric!r} is never logged with eval.extractor={cfg.eval.extractor} "
+                              f"(it logs {fd} and {kvd}); set {name}={fd}, or choose the extractor that logs "
+                              f"{metric}")
+
+
+def _batch_values(dims: list[Dimension], key: str, base: Any) -> list[Any]:
+    for dim in dims:
+        if dim.key == key:
+            if dim.type == "choice":
+                return list(dim.values)
+            if dim.type == "int":
+                return list(range(int(dim.low), int(dim.high) + 1))
+    return [base]
+
+
+def check_batch(cfg: ExperimentConfig, dims: list[Dimension] = ()) -> None:
+    """train.global_batch_size must split into workers x data.batch_size micro-batches, for the base
+    config and every value the search space can give those three keys — before any worker starts."""
+    import itertools
+
+    combos = itertools.product(_batch_values(list(dims), "train.global_batch_size", cfg.train.global_batch_size),
+                               _batch_values(list(dims), "train.num_workers", cfg.train.num_workers),
+                               _batch_values(list(dims), "data.batch_size", cfg.data.batch_size))
+    for batch, workers, micro in combos:
+        per_step = max(int(workers), 1) * int(micro)
+        if int(batch) % per_step:
+            raise ConfigError(
+                f"train.global_batch_size = {batch} is not a multiple of train.num_workers ({max(int(workers), 1)}) "
+                f"x data.batch_size ({micro}) = {per_step}; set train.global_batch_size to a multiple of "
+                f"{per_step} (e.g. {per_step * max(1, round(int(batch) / per_step))}) or change the micro-batch")
+
+
+def check_sweep(cfg: ExperimentConfig) -> list[Dimension]:
+    """Every sweep mistake that can be found before launch: the search space (non-empty, real keys,
+    `when:` that can be true), the metrics a trial logs, batch divisibility. Returns the dimensions."""
+    if not cfg.sweep.search_space:
+        raise ConfigError("sweep.search_space is empty: every trial would repeat the base config; add at least "
+                          "one dimension (e.g. objective.window_frames: {type: int, low: 1, high: 4})")
+    dims = parse_space(cfg.sweep.search_space, cfg)
+    check_metrics(cfg)
+    check_batch(cfg, dims)
     return dims
 
 

@@ -25,7 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from arvid_ray.config import ConfigError, ExperimentConfig
-from arvid_ray.search import ROLE_KEY, DefineByRun, pareto_front, parse_space, trial_overrides
+from arvid_ray.search import (
+    ROLE_KEY,
+    DefineByRun,
+    check_batch,
+    check_metrics,
+    check_sweep,
+    pareto_front,
+    parse_space,
+    trial_overrides,
+)
 
 log = logging.getLogger(__name__)
 
@@ -468,10 +477,11 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"))
     if rows is None:
-        parse_space(cfg.sweep.search_space, cfg)  # fail before any trial starts
+        check_sweep(cfg)  # fail before any trial starts: space, metrics, batch divisibility
     else:
+        check_metrics(cfg)
         for row in rows:  # every row must build a valid config before any trial starts
-            ExperimentConfig.from_flat(trial_overrides(row), base=cfg)
+            check_batch(ExperimentConfig.from_flat(trial_overrides(row), base=cfg))
     from arvid_ray.preflight import check_resources, pin_accelerator
 
     types = check_resources(cfg)  # the trials' workers fit the cluster's declared node types, before any run
@@ -709,15 +719,17 @@ def dry_run(cfg: ExperimentConfig, *, cluster: bool, num_cpus: int | None = None
     else:
         plan.append(f"data: {cfg.data.source}" + (f", token cache {cfg.data.tokens_path}" if cfg.data.tokens_path else ""))
     if rows is None:
-        if check(parse_space, cfg.sweep.search_space, cfg) is not None:
+        if check(check_sweep, cfg) is not None:
             trials = cfg.sweep.num_samples + int(cfg.sweep.include_baseline)
             plan.append(f"trials: {trials} ({cfg.sweep.num_samples} sampled over "
                         f"{', '.join(cfg.sweep.search_space) or 'nothing'}"
                         f"{' + the baseline' if cfg.sweep.include_baseline else ''}), "
                         f"quality {cfg.sweep.metric}, cost {cfg.sweep.cost_metric}")
     else:
+        check(check_metrics, cfg)
         for row in rows:
-            check(ExperimentConfig.from_flat, trial_overrides(row), base=cfg)
+            if (row_cfg := check(ExperimentConfig.from_flat, trial_overrides(row), base=cfg)) is not None:
+                check(check_batch, row_cfg)
         plan.append(f"trials: {len(rows)} (one per row)")
     if (problem := _tracking_refusal(cfg)) is not None:
         refused.append(problem)

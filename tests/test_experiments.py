@@ -54,11 +54,12 @@ def test_config_loads_and_validates(path):
 
 @pytest.mark.parametrize("path", ALL_YAMLS, ids=_rel)
 def test_search_space_names_real_keys(path):
-    """`tune_window.py --config FILE` sweeps FILE's `sweep.search_space`: every key must be a config key."""
-    from arvid_ray.search import parse_space
+    """`tune_window.py --config FILE` sweeps FILE's `sweep.search_space`: every key must be a config key,
+    and every pre-launch sweep check (when:, metric vs extractor, batch divisibility) passes."""
+    from arvid_ray.search import check_sweep
 
     cfg = load_config(path)
-    dims = parse_space(cfg.sweep.search_space, cfg)
+    dims = check_sweep(cfg)
     if path.name in PAPER_PRESETS or path.name == "synthetic_debug.yaml":
         swept = {d.key for d in dims}
         assert {"objective.window_frames", "objective.reco_weight"} <= swept, "the knobs the paper leaves open"

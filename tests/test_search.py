@@ -15,7 +15,7 @@ SPACE = {
     "objective.window_frames": {"type": "int", "low": 1, "high": 4, "when": {"objective.kind": "local"}},
     "objective.reco_weight": {"type": "loguniform", "low": 0.01, "high": 1.0},
     "objective.first_frame_prob": {"type": "choice", "values": [0.5, None], "when": {"objective.kind": "local"}},
-    "fewer_frames.num_frames": {"type": "int", "low": 1, "high": 3, "when": {"objective.kind": "fewer_frames"}},
+    "fewer_frames.num_frames": {"type": "int", "low": 2, "high": 3, "when": {"objective.kind": "fewer_frames"}},
 }
 
 
@@ -76,3 +76,79 @@ def test_pareto_front_is_exactly_the_non_dominated_set():
 
 def test_pareto_front_keeps_ties_and_drops_dominated():
     assert pareto_front([(1, 2), (1, 2), (2, 1), (2, 2)]) == [0, 1, 2]
+
+
+# ---- sweep mistakes refused before launch (issue 25) ------------------------------------------------
+from arvid_ray.search import check_batch, check_metrics, check_sweep  # noqa: E402
+
+
+def _sweep_cfg(**dotted):
+    return ExperimentConfig().replace(**{"sweep.search_space": SPACE, **dotted})
+
+
+@pytest.mark.parametrize(
+    "space, fragment",
+    [
+        # objective.kind is fixed (not swept): window_frames would never be sampled
+        ({"objective.window_frames": {"type": "int", "low": 1, "high": 4, "when": {"objective.kind": "local"}}},
+         "'objective.kind' is fixed"),
+        ({"objective.kind": {"type": "choice", "values": ["local", "full"]},
+          "objective.window_frames": {"type": "int", "low": 1, "high": 4, "when": {"objective.knd": "local"}}},
+         "'objective.knd' is not a config key"),
+        ({"objective.window_frames": {"type": "int", "low": 1, "high": 4, "when": {"objective.kind": "local"}},
+          "objective.kind": {"type": "choice", "values": ["local", "full"]}},
+         "move sweep.search_space.objective.kind above it"),
+        ({"objective.kind": {"type": "choice", "values": ["full", "fewer_frames"]},
+          "objective.window_frames": {"type": "int", "low": 1, "high": 4, "when": {"objective.kind": "local"}}},
+         "not among its values"),
+    ],
+)
+def test_when_that_can_never_be_true_is_refused(space, fragment):
+    with pytest.raises(ConfigError, match=fragment) as info:
+        parse_space(space, ExperimentConfig())
+    assert "sweep.search_space.objective.window_frames.when" in str(info.value)
+
+
+def test_empty_search_space_is_refused():
+    with pytest.raises(ConfigError, match="sweep.search_space is empty"):
+        check_sweep(ExperimentConfig())
+    assert len(check_sweep(_sweep_cfg())) == len(SPACE)
+
+
+@pytest.mark.parametrize(
+    "dotted, fragment",
+    [
+        ({"sweep.metric": "eval/fvd", "eval.extractor": "synthc3d"}, "set sweep.metric=eval/fd_synthc3d"),
+        ({"sweep.metric": "eval/fd_synthc3d", "eval.extractor": "i3d"}, "set sweep.metric=eval/fvd"),
+        ({"sweep.metric": "fd_synthc3d"}, "sweep.metric = 'fd_synthc3d' is never logged"),
+        ({"sweep.cost_metric": "gpu_hours"}, "sweep.cost_metric = 'gpu_hours' is never logged"),
+    ],
+)
+def test_metric_the_evaluator_never_logs_is_refused(dotted, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        check_sweep(_sweep_cfg(**dotted))
+
+
+@pytest.mark.parametrize(
+    "dotted",
+    [
+        {"sweep.metric": "eval/fvd", "eval.extractor": "i3d"},
+        {"sweep.metric": "eval/kvd_synthc3d"},
+        {"sweep.metric": "eval/fd_recon"},  # not extractor-keyed
+        {"sweep.metric": "control/fd_synthc3d"},
+        {"sweep.mode": "single", "sweep.cost_metric": "unused"},
+    ],
+)
+def test_metrics_the_evaluator_logs_pass(dotted):
+    check_metrics(_sweep_cfg(**dotted))
+
+
+def test_batch_divisibility_is_refused_before_launch():
+    with pytest.raises(ConfigError, match=r"train.global_batch_size = 4 .* train.num_workers \(8\) x "
+                                          r"data.batch_size \(4\) = 32"):
+        check_sweep(_sweep_cfg(**{"train.num_workers": 8, "data.batch_size": 4, "train.global_batch_size": 4}))
+    check_batch(_sweep_cfg(**{"train.num_workers": 2, "data.batch_size": 4, "train.global_batch_size": 16}))
+    # a swept micro-batch that does not divide the batch is found too
+    space = {**SPACE, "data.batch_size": {"type": "choice", "values": [4, 3]}}
+    with pytest.raises(ConfigError, match=r"data.batch_size \(3\)"):
+        check_sweep(_sweep_cfg(**{"sweep.search_space": space, "train.global_batch_size": 8}))
