@@ -699,28 +699,85 @@ class ExperimentConfig:
         return ExperimentConfig.from_flat(dotted, base=self)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """YAML file (optional) + ``key=value`` overrides → validated ExperimentConfig."""
+def load_config(path: str | Path | list[str | Path] | tuple[str | Path, ...] | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """YAML file(s) (optional; later files override earlier ones field by field) + ``key=value``
+    overrides → validated ExperimentConfig."""
     import yaml
 
     data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
+    for one in ([] if path is None else list(path) if isinstance(path, (list, tuple)) else [path]):
+        p = Path(one)
         if not p.is_file():
-            raise ConfigError(f"config file '{path}' does not exist; pass an existing YAML file to --config")
+            raise ConfigError(f"config file '{one}' does not exist; pass an existing YAML file to --config")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.load(p.read_text(), Loader=_yaml12_loader())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from exc
+            raise ConfigError(f"config file '{one}' is not valid YAML: {exc}") from exc
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{path}' must contain a mapping of sections, got {type(loaded).__name__}")
-        data = loaded or {}
+            raise ConfigError(f"config file '{one}' must contain a mapping of sections, got {type(loaded).__name__}")
+        for section, fields in (loaded or {}).items():  # a later file replaces fields, keeps the rest
+            if isinstance(fields, dict) and isinstance(data.get(section), dict):
+                data[section] = {**data[section], **fields}
+            else:
+                data[section] = fields
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{item}' is not of the form section.field=value (e.g. train.steps=100)")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        _set_dotted(data, key.strip(), _override_value(key.strip(), raw))
     return ExperimentConfig.from_dict(data)
+
+
+def _yaml12_loader() -> type:
+    """SafeLoader with YAML 1.2 booleans: only true/false are booleans; yes/no/on/off stay strings, so a
+    bool field refuses them by name instead of reading ``train.use_gpu=yes`` as true."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                 list("tTfF"))
+    return Loader
+
+
+def _field_type(key: str) -> Any:
+    """The annotated type of a dotted config key, or None when it is not a dataclass field."""
+    tp: Any = ExperimentConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _override_value(key: str, raw: str) -> Any:
+    """An override's text → its value: a str field takes the text as written (``experiment.name=2026`` is
+    the name "2026"); anything else is read as YAML 1.2 (empty = null)."""
+    import yaml
+
+    tp = _field_type(key)
+    optional = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+    inner = [a for a in typing.get_args(tp) if a is not type(None)] if optional else [tp]
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+    if inner == [str] and not quoted and not (optional and raw.strip() in ("", "null", "~", "None")):
+        return raw
+    if not raw.strip():
+        return None
+    try:
+        return yaml.load(raw, Loader=_yaml12_loader())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{key}={raw}': the value is not valid YAML: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------------

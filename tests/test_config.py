@@ -52,3 +52,51 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_replace_is_typed():
     cfg = ExperimentConfig().replace(**{"objective.kind": "full", "train.steps": 3})
     assert cfg.objective.kind == "full" and cfg.train.steps == 3
+
+
+# ---- override parsing traps (issue 25) --------------------------------------------------------------
+@pytest.mark.parametrize("word", ["yes", "no", "on", "off", "Yes", "y"])
+def test_yaml11_booleans_are_refused_for_bool_fields(word):
+    """YAML 1.1 reads yes/on as true: `train.use_gpu=yes` would launch GPU workers nobody asked for."""
+    with pytest.raises(ConfigError, match=rf"'train.use_gpu' = '{word}' is invalid: must be true or false"):
+        load_config(None, [f"train.use_gpu={word}"])
+
+
+def test_yaml11_booleans_are_refused_in_files_too(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  use_gpu: yes\n")
+    with pytest.raises(ConfigError, match="train.use_gpu"):
+        load_config(path)
+
+
+def test_true_false_and_on_off_literals_still_parse():
+    cfg = load_config(None, ["train.use_gpu=true", "train.compile=False", "sampling.compile=on"])
+    assert cfg.train.use_gpu is True and cfg.train.compile is False and cfg.sampling.compile == "on"
+
+
+@pytest.mark.parametrize("raw, expected", [("2026", "2026"), ("1e3", "1e3"), ("yes", "yes"), ("'2026'", "2026"),
+                                           ("run: 1", "run: 1")])
+def test_str_fields_take_the_override_text(raw, expected):
+    assert load_config(None, [f"experiment.name={raw}"]).experiment.name == expected
+
+
+def test_optional_str_fields_still_take_null():
+    assert load_config(None, ["train.storage_path=null"]).train.storage_path is None
+    assert load_config(None, ["train.storage_path=2026"]).train.storage_path == "2026"
+
+
+def test_config_files_layer_later_over_earlier(tmp_path):
+    base, small = tmp_path / "base.yaml", tmp_path / "small.yaml"
+    base.write_text("train:\n  steps: 400\n  lr: 0.001\nsweep:\n  search_space:\n"
+                    "    objective.reco_weight: {type: loguniform, low: 0.01, high: 1.0}\n"
+                    "    objective.window_frames: {type: int, low: 1, high: 4}\n")
+    small.write_text("train:\n  steps: 12\nsweep:\n  search_space:\n"
+                     "    objective.window_frames: {type: int, low: 1, high: 2}\n")
+    cfg = load_config([base, small], ["train.lr=0.01"])
+    assert cfg.train.steps == 12  # the later file wins
+    assert cfg.train.lr == 0.01  # overrides win over every file
+    assert load_config([base, small]).train.lr == 0.001  # fields the later file does not set are kept
+    # a field is replaced whole: the later file's search space, not a merge of both
+    assert list(cfg.sweep.search_space) == ["objective.window_frames"]
+    with pytest.raises(ConfigError, match="'missing.yaml' does not exist"):
+        load_config([base, "missing.yaml"])
