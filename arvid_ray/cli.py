@@ -160,11 +160,20 @@ def _sweep(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
 
         plan, refused = dry_run(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")))
         return print_dry_run("arvid-ray sweep", plan, refused)
-    from arvid_ray.sweep import fresh_sweep_name, prepare_inputs, run_sweep, sweep_storage
+    from arvid_ray.sweep import (
+        fresh_sweep_name,
+        names_sweep,
+        prepare_inputs,
+        resume_target,
+        run_sweep,
+        sweep_storage,
+    )
 
     storage = sweep_storage(cfg)
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
+    else:  # a typo'd sweep.name is refused; a bare --resume finishes the latest interrupted sweep
+        cfg = resume_target(cfg, storage, named=names_sweep(list(args.overrides)))
     result = run_sweep(prepare_inputs(cfg), storage_path=storage, restore=args.resume)
     from arvid_ray.sweep import tracking_lines
     from arvid_ray.tracking import ui_hint
@@ -252,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     plain, overrides = _split_overrides(argv)
     args = build_parser().parse_args(plain)
+    args.overrides = list(args.overrides) + overrides  # every key=value, wherever it stood
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        cfg = load_config(args.config, list(args.overrides) + overrides)
+        cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"arvid-ray {args.command}: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -474,6 +475,12 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
     """
     import ray
 
+    from arvid_ray import storage as st
+
+    storage = storage_path or sweep_storage(cfg)
+    asked = cfg  # the config as given, saved beside Tune's state for a resume to compare against
+    if restore and st.is_file(st.join(storage, cfg.sweep.name, TUNE_STATE), cfg.storage):
+        check_resume_config(cfg, storage)  # before Ray: a resume with another config is refused
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"))
     if rows is None:
@@ -492,13 +499,13 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
     # passed-in ProgressReporter"); the classic table is the one that shows per-trial tok/s and ETA
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     uri = tracking_uri(cfg)
-    storage = storage_path or sweep_storage(cfg)
     received: list[int] = []
     with _graceful_stop(received) as tune_running:
         parent = None
         try:
             parent = _parent_run(cfg, uri, restore)
             tuner, path = _tuner(cfg, storage, parent, uri, restore, rows)
+            _write_sweep_state(asked, storage, "running")  # a process that dies here leaves it resumable
             tune_running.set()
             try:
                 grid = tuner.fit()
@@ -509,6 +516,7 @@ def run_sweep(cfg: ExperimentConfig, *, storage_path: str | None = None, restore
                 interrupted = received or isinstance(exc, KeyboardInterrupt)
                 _fail_open_runs(uri, parent, "KILLED" if interrupted else "FAILED")
             raise
+    _write_sweep_state(asked, storage, "interrupted" if received else "finished")
     result = SweepResult(name=cfg.sweep.name, quality_key=cfg.sweep.metric, cost_key=cfg.sweep.cost_metric,
                          trials=_summaries(grid, rows, cfg.sweep.metric), parent_run_id=parent, tracking_uri=uri,
                          experiment_path=path, interrupted=signal.Signals(received[0]).name if received else None)
@@ -660,6 +668,108 @@ def fresh_sweep_name(cfg: ExperimentConfig, storage: str) -> ExperimentConfig:
         n += 1
         name = f"{base}-{n}"
     return cfg.replace(**{"sweep.name": name}) if name != base else cfg
+
+
+# ------------------------------------------------------------------------------------------- resume
+SWEEP_STATE = "arvid_sweep.json"  # beside Tune's tuner.pkl: the sweep's config and whether it finished
+TUNE_STATE = "tuner.pkl"  # what Tuner.can_restore looks for
+# what a resume may change: how the sweep runs, not what it searches or measures
+RESUME_MAY_DIFFER = ("experiment.verbose", "sweep.max_concurrent_trials", "sweep.time_budget_s",
+                     "sweep.max_failures", "train.max_failures", "train.resource_timeout_s")
+
+
+def _sweep_states(cfg: ExperimentConfig, storage: str) -> list[tuple[str, dict[str, Any]]]:
+    """(name, state) of every sweep under ``storage`` holding Tune state, oldest first. A sweep that
+    predates the state file, or whose process died, has no 'finished' state: it counts as interrupted."""
+    from pyarrow import fs
+
+    from arvid_ray import storage as st
+
+    filesystem, inner = st.resolve(storage, cfg.storage)
+    if filesystem.get_file_info(inner).type != fs.FileType.Directory:
+        return []
+    found = []
+    for info in filesystem.get_file_info(fs.FileSelector(inner)):
+        tune_state = filesystem.get_file_info(f"{info.path}/{TUNE_STATE}")
+        if info.type != fs.FileType.Directory or tune_state.type != fs.FileType.File:
+            continue
+        name = info.base_name
+        state: dict[str, Any] = {}
+        with contextlib.suppress(FileNotFoundError, OSError, ValueError):
+            state = json.loads(st.read_text(st.join(storage, name, SWEEP_STATE), cfg.storage))
+        started = float(state.get("started") or (tune_state.mtime.timestamp() if tune_state.mtime else 0.0))
+        found.append((name, {**state, "started": started}))
+    return sorted(found, key=lambda item: (item[1]["started"], item[0]))
+
+
+def interrupted_sweeps(cfg: ExperimentConfig, storage: str) -> list[str]:
+    """Names of the sweeps under ``storage`` that did not finish, oldest first."""
+    return [name for name, state in _sweep_states(cfg, storage) if state.get("status") != "finished"]
+
+
+def resume_target(cfg: ExperimentConfig, storage: str, named: bool) -> ExperimentConfig:
+    """The config ``--resume`` finishes: the sweep named by sweep.name when the command line names one
+    (refused when it has no Tune state to restore: a typo must not start a new full sweep), else the
+    latest interrupted sweep of the config's sweep.name (``name`` or ``name-N``)."""
+    import re
+
+    states = dict(_sweep_states(cfg, storage))
+    interrupted = interrupted_sweeps(cfg, storage)
+    listing = f"interrupted sweeps there: {', '.join(interrupted)}" if interrupted else "there is no interrupted sweep"
+    if named:
+        if cfg.sweep.name not in states:
+            raise ConfigError(f"--resume: no sweep named sweep.name={cfg.sweep.name} under {storage} ({listing}); "
+                              f"name one of them, or drop --resume to start a new sweep")
+        return cfg
+    family = [n for n in interrupted if re.fullmatch(rf"{re.escape(cfg.sweep.name)}(-\d+)?", n)]
+    if not family:
+        raise ConfigError(f"--resume: no interrupted sweep named {cfg.sweep.name} or {cfg.sweep.name}-N under "
+                          f"{storage} ({listing}); pass sweep.name=<name>, or drop --resume to start a new sweep")
+    return cfg.replace(**{"sweep.name": family[-1]})
+
+
+def names_sweep(overrides: list[str]) -> bool:
+    """Whether command-line overrides name the sweep (``sweep.name=...``)."""
+    return any(item.partition("=")[0].strip() == "sweep.name" for item in overrides)
+
+
+def config_differences(saved: dict[str, Any], cfg: ExperimentConfig) -> list[str]:
+    """Dotted keys whose value in ``cfg`` differs from the interrupted sweep's saved flat config."""
+    now = cfg.to_flat()
+    keys = sorted((set(saved) | set(now)) - set(RESUME_MAY_DIFFER))
+    return [k for k in keys if json.dumps(saved.get(k), sort_keys=True, default=str)
+            != json.dumps(now.get(k), sort_keys=True, default=str)]
+
+
+def check_resume_config(cfg: ExperimentConfig, storage: str) -> None:
+    """Refuse to resume with a config other than the interrupted sweep's: the restored trials and the
+    searcher would mix two experiments. Sweeps from before the state file are not checked."""
+    from arvid_ray import storage as st
+
+    try:
+        saved = json.loads(st.read_text(st.join(storage, cfg.sweep.name, SWEEP_STATE), cfg.storage))["config"]
+    except (FileNotFoundError, OSError, ValueError, KeyError):
+        log.warning("sweep %s has no saved config (%s); resuming without comparing configs", cfg.sweep.name,
+                    SWEEP_STATE)
+        return
+    differ = config_differences(saved, cfg)
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {cfg.to_flat().get(k)!r}" for k in differ[:8])
+        more = f" (+{len(differ) - 8} more)" if len(differ) > 8 else ""
+        raise ConfigError(f"--resume: the command line's config differs from interrupted sweep "
+                          f"{cfg.sweep.name}'s in {shown}{more}; resume with the same config and overrides, "
+                          f"or drop --resume to start a new sweep")
+
+
+def _write_sweep_state(cfg: ExperimentConfig, storage: str, status: str, started: float | None = None) -> None:
+    from arvid_ray import storage as st
+
+    uri = st.join(storage, cfg.sweep.name, SWEEP_STATE)
+    if started is None:
+        with contextlib.suppress(FileNotFoundError, OSError, ValueError, KeyError):
+            started = json.loads(st.read_text(uri, cfg.storage))["started"]
+    state = {"status": status, "started": started or time.time(), "config": cfg.to_flat()}
+    st.write_text(uri, json.dumps(state, indent=1, default=str), cfg.storage)
 
 
 # ------------------------------------------------------------------------------------------ dry run

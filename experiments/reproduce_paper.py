@@ -381,13 +381,24 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from arvid_ray.sweep import fresh_sweep_name, prepare_inputs, run_sweep
-
-    if not ray.is_initialized():
-        ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(4, os.cpu_count() or 1))
-    from arvid_ray.sweep import sweep_storage
+    from arvid_ray.sweep import (
+        fresh_sweep_name,
+        names_sweep,
+        prepare_inputs,
+        resume_target,
+        run_sweep,
+        sweep_storage,
+    )
 
     storage = sweep_storage(cfg)
+    if args.resume:  # before Ray: a typo'd sweep.name is refused; bare --resume = latest interrupted
+        try:
+            cfg = resume_target(cfg, storage, named=names_sweep([*extra, *args.overrides]))
+        except ConfigError as exc:
+            print(f"reproduce_paper: {exc}", file=sys.stderr)
+            return 2
+    if not ray.is_initialized():
+        ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(4, os.cpu_count() or 1))
     if not args.resume:
         cfg = fresh_sweep_name(cfg, storage)
     cfg = prepare_inputs(cfg)

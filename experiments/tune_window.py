@@ -83,6 +83,11 @@ def _main(argv: list[str] | None = None) -> int:
     cfg = cfg.replace(**{"storage.root": st.storage_root(cfg)})
     try:
         check_inputs(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")))
+        if args.resume:  # before Ray: a typo'd or missing sweep is refused, never started afresh
+            from arvid_ray.sweep import names_sweep, resume_target, sweep_storage
+
+            overrides = (SMOKE_OVERRIDES if args.smoke_test else []) + list(args.overrides)
+            cfg = resume_target(cfg, sweep_storage(cfg), named=names_sweep(overrides))
     except ConfigError as exc:
         print(f"tune_window: {exc}", file=sys.stderr)
         return 2
