@@ -61,6 +61,10 @@ def _ingest(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
 
     summary = ingest(args.src, args.out, cfg, progress=True)
     print(summary.format())
+    if summary.accepted == 0:
+        print(f"arvid-ray ingest: error: none of the {summary.inputs} inputs is a usable video (the reasons are "
+              f"above); any dataset already in {args.out} was kept", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -42,6 +42,9 @@ REJECTS_NAME = "rejects.jsonl"
 CLASSES_NAME = "classes.txt"
 SUMMARY_NAME = "summary.json"
 _MANIFEST_SUFFIXES = (".csv", ".jsonl")
+# what can hold the guaranteed 'val' video of a small folder: a README.txt or notes.pdf cannot
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv",
+                  ".3gp", ".ts", ".gif")
 
 
 def video_id_of(source_uri: str) -> str:
@@ -76,8 +79,9 @@ def _assign_splits(inputs: list[_Input], cfg: IngestConfig) -> None:
     for item in unsplit:
         item.auto_split = True
         item.split = "val" if _split_hash(item) < cfg.val_fraction else cfg.default_split
-    if cfg.val_fraction > 0 and len(unsplit) >= 2 and not any(i.split == "val" for i in unsplit):
-        min(unsplit, key=_split_hash).split = "val"
+    videos = [i for i in unsplit if PurePosixPath(i.uri.lower()).suffix in VIDEO_SUFFIXES] or unsplit
+    if cfg.val_fraction > 0 and len(videos) >= 2 and not any(i.split == "val" for i in videos):
+        min(videos, key=_split_hash).split = "val"
 
 
 def _list_tree(src: str, storage: StorageConfig) -> tuple[list[_Input], list[str]]:
@@ -256,8 +260,10 @@ class IngestSummary:
                    f"names no split)" if self.val_assigned else "")
             lines.append("  splits: " + ", ".join(f"{n} {name}" for name, n in sorted(self.splits.items())) + how)
             if not self.splits.get("val"):
-                lines.append("  no 'val' split: training will report no eval/val_ce (set ingest.val_fraction > 0 "
-                             "or name splits in a manifest)")
+                fix = ("name a 'val' split in a manifest, or add videos (ingest.val_fraction="
+                       f"{self.val_fraction:g} picked none of the accepted ones)" if self.val_fraction > 0
+                       else "set ingest.val_fraction > 0 or name splits in a manifest")
+                lines.append(f"  no 'val' split: training will report no eval/val_ce ({fix})")
         return "\n".join(lines)
 
 
@@ -340,20 +346,36 @@ def ingest(src: str | Path, out: str | Path, cfg: ExperimentConfig | None = None
                          f"a manifest (.csv/.jsonl with a 'path' column) or an s3:// prefix")
     filesystem, out_path = st.resolve(out, cfg.storage)
     videos_path = f"{out_path}/{VIDEOS_DIR}"
-    if filesystem.get_file_info(videos_path).type != fs.FileType.NotFound:
-        filesystem.delete_dir(videos_path)
-    filesystem.create_dir(videos_path, recursive=True)
-    outcomes = _run_stage(inputs, videos_path, filesystem, cfg, progress, out_uri=out)
-    missing = [i.uri for i in inputs if i.uri not in outcomes]
-    if missing:
-        raise RuntimeError(f"ingest lost track of {len(missing)} inputs (first: {missing[0]}); rerun the ingest")
+    # the new dataset is written beside the old one and replaces it only once complete: a failed or
+    # interrupted re-ingest leaves the previous dataset as it was
+    staging = f"{out_path}/.{VIDEOS_DIR}.incoming"
+    if filesystem.get_file_info(staging).type != fs.FileType.NotFound:
+        filesystem.delete_dir(staging)
+    filesystem.create_dir(staging, recursive=True)
+    try:
+        outcomes = _run_stage(inputs, staging, filesystem, cfg, progress, out_uri=out)
+        missing = [i.uri for i in inputs if i.uri not in outcomes]
+        if missing:
+            raise RuntimeError(f"ingest lost track of {len(missing)} inputs (first: {missing[0]}); rerun the ingest")
+    except BaseException:
+        filesystem.delete_dir(staging)
+        raise
     rejects = [{S.SOURCE_URI: i.uri, "reason": outcomes[i.uri][0][1]} for i in inputs if outcomes[i.uri][0]]
     rows = sum(n for _, n in outcomes.values())
-    if rows == 0:  # keep the dataset readable (with its schema) even when every input was rejected
-        pq.write_table(S.VIDEOS_SCHEMA.empty_table(), f"{videos_path}/empty.parquet", filesystem=filesystem)
-    _write_text(filesystem, f"{out_path}/{REJECTS_NAME}", "".join(json.dumps(r) + "\n" for r in rejects))
-    if classes:
-        _write_text(filesystem, f"{out_path}/{CLASSES_NAME}", "\n".join(classes) + "\n")
+    previous = filesystem.get_file_info(videos_path).type != fs.FileType.NotFound
+    keep_previous = rows == 0 and previous  # nothing accepted: an earlier dataset stays (the CLI exits 1)
+    if keep_previous:
+        filesystem.delete_dir(staging)
+    else:
+        if rows == 0:  # keep the dataset readable (with its schema) even when every input was rejected
+            pq.write_table(S.VIDEOS_SCHEMA.empty_table(), f"{staging}/empty.parquet", filesystem=filesystem)
+        _replace_dir(filesystem, staging, videos_path)
+        _write_text(filesystem, f"{out_path}/{REJECTS_NAME}", "".join(json.dumps(r) + "\n" for r in rejects))
+        classes_file = f"{out_path}/{CLASSES_NAME}"
+        if classes:
+            _write_text(filesystem, classes_file, "\n".join(classes) + "\n")
+        elif filesystem.get_file_info(classes_file).type == fs.FileType.File:
+            filesystem.delete_file(classes_file)  # an earlier ingest's class names would mislabel this one
     by_reason: dict[str, int] = {}
     for rejected, _ in outcomes.values():
         if rejected:
@@ -366,6 +388,25 @@ def ingest(src: str | Path, out: str | Path, cfg: ExperimentConfig | None = None
                             rejected=by_reason, classes=classes, seconds=time.time() - start, splits=splits,
                             val_assigned=sum(i.auto_split and i.split == "val" for i in accepted),
                             val_fraction=cfg.ingest.val_fraction)
+    if keep_previous:
+        log.warning("no input of %s was accepted: the dataset already in %s was left as it was", src, out)
+        return summary
     _write_text(filesystem, f"{out_path}/{SUMMARY_NAME}", json.dumps(asdict(summary), indent=1) + "\n")
-    log.info("%s", summary.format())
+    log.debug("%s", summary.format())  # the caller shows it (the CLI prints it once)
     return summary
+
+
+def _replace_dir(filesystem, staging: str, final: str) -> None:
+    """Swap a complete ``staging`` directory in for ``final`` (a rename locally; per object on a bucket)."""
+    from pyarrow import fs
+
+    if filesystem.get_file_info(final).type != fs.FileType.NotFound:
+        filesystem.delete_dir(final)
+    if isinstance(filesystem, fs.LocalFileSystem):
+        filesystem.move(staging, final)
+        return
+    filesystem.create_dir(final, recursive=True)
+    for info in filesystem.get_file_info(fs.FileSelector(staging, recursive=True)):
+        if info.type == fs.FileType.File:
+            filesystem.move(info.path, final + info.path[len(staging):])
+    filesystem.delete_dir(staging)

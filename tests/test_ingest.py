@@ -135,3 +135,89 @@ def test_ingest_from_s3_and_stream_from_s3(ray_session, s3_server, tmp_path):
     for r in rows:
         assert r["frames"].shape == (9, 32, 32, 3) and r["frames"].dtype == np.uint8 and r["clip_start"] == 0
         assert r["video_id"] in {video_id_of(f"s3://vids/raw/{c}/{i}.mp4") for i, c in enumerate(["run", "run", "jump"])}
+
+
+# ---- newcomer traps (issue 25) ------------------------------------------------------------------------
+def test_a_readme_never_takes_the_small_folders_val_slot(tmp_path):
+    from arvid_ray.ingest import _split_hash
+
+    readme = _split_hash(_Input("", split_key="README.txt"))
+    names = [n for n in (f"v{i}.mp4" for i in range(100)) if _split_hash(_Input("", split_key=n)) > readme][:2]
+    for name in ["README.txt", *names]:
+        (tmp_path / name).write_bytes(b"")
+    # a fraction so small that no hash falls under it: the guaranteed val input is chosen, by smallest hash
+    inputs, _ = list_inputs(str(tmp_path), _cfg(**{"ingest.val_fraction": 1e-9}))
+    split = {Path(i.uri).name: i.split for i in inputs}
+    assert split["README.txt"] == "train"  # it has the smallest hash, but it is no video
+    assert sorted(split[n] for n in names) == ["train", "val"]
+
+
+def test_no_val_hint_does_not_ask_for_a_value_already_set():
+    from arvid_ray.ingest import IngestSummary
+
+    text = IngestSummary(out="o", inputs=2, accepted=1, rows=1, splits={"train": 1}, val_fraction=0.1).format()
+    assert "no 'val' split" in text and "set ingest.val_fraction > 0" not in text
+    text = IngestSummary(out="o", inputs=2, accepted=1, rows=1, splits={"train": 1}, val_fraction=0.0).format()
+    assert "set ingest.val_fraction > 0" in text
+
+
+def test_an_interrupted_reingest_leaves_the_previous_dataset(tmp_path, monkeypatch):
+    import arvid_ray.ingest as ingest_mod
+
+    out = tmp_path / "out"
+    (out / "videos.parquet").mkdir(parents=True)
+    pq.write_table(S.VIDEOS_SCHEMA.empty_table(), out / "videos.parquet" / "old.parquet")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.mp4").write_bytes(b"")
+
+    def interrupted(inputs, videos_path, *args, **kwargs):
+        assert not videos_path.endswith("/videos.parquet")  # the new dataset is written beside the old
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ingest_mod, "_run_stage", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(tmp_path / "src", out, _cfg())
+    assert sorted(p.name for p in out.iterdir()) == ["videos.parquet"]
+    assert [p.name for p in (out / "videos.parquet").iterdir()] == ["old.parquet"]
+
+
+@pytest.mark.ray
+def test_reingest_replaces_the_dataset_and_drops_a_stale_classes_file(ray_session, tmp_path):
+    labelled = tmp_path / "labelled" / "juggling"
+    labelled.mkdir(parents=True)
+    make_video(labelled / "a.mp4", "h264_mp4", seconds=1.2)
+    out = tmp_path / "out"
+    ingest(tmp_path / "labelled", out, _cfg())
+    assert (out / "classes.txt").read_text().split() == ["juggling"]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    make_video(flat / "b.mp4", "h264_mp4", seconds=1.2)
+    summary = ingest(flat, out, _cfg())
+    assert summary.accepted == 1 and summary.classes == []
+    assert not (out / "classes.txt").exists()  # would name classes of the dataset that is gone
+    table = pq.read_table(out / "videos.parquet")
+    assert [Path(u).name for u in table.column(S.SOURCE_URI).to_pylist()] == ["b.mp4"]
+    assert sorted(p.name for p in out.iterdir()) == ["rejects.jsonl", "summary.json", "videos.parquet"]
+
+
+@pytest.mark.ray
+def test_cli_ingest_of_nothing_usable_exits_1_keeps_the_old_dataset_and_prints_once(
+        ray_session, tmp_path, capsys, caplog):
+    from arvid_ray.cli import main
+
+    good = tmp_path / "good"
+    good.mkdir()
+    make_video(good / "a.mp4", "h264_mp4", seconds=1.2)
+    out = tmp_path / "out"
+    assert main(["ingest", str(good), str(out), "data.decode_cpus=0.5"]) == 0
+    first = capsys.readouterr().out
+    assert first.count("ingested 1 inputs") == 1 and "ingested 1 inputs" not in caplog.text  # printed once
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "README.txt").write_text("these are my videos\n")
+    (bad / "empty.mp4").write_bytes(b"")
+    assert main(["ingest", str(bad), str(out), "data.decode_cpus=0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "none of the 2 inputs is a usable video" in err
+    table = pq.read_table(out / "videos.parquet")
+    assert [Path(u).name for u in table.column(S.SOURCE_URI).to_pylist()] == ["a.mp4"]
