@@ -729,6 +729,38 @@ def load_config(path: str | Path | list[str | Path] | tuple[str | Path, ...] | N
     return ExperimentConfig.from_dict(data)
 
 
+def config_keys() -> list[tuple[str, Any, str]]:
+    """(dotted key, default, docstring) of every config field, in declaration order — what
+    ``arvid-ray config`` lists; the docstrings are the string literals under each field."""
+    out: list[tuple[str, Any, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        docs, hints, default = _attribute_docs(cls), typing.get_type_hints(cls), cls()
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            else:
+                out.append((prefix + f.name, _to_plain(getattr(default, f.name)), docs.get(f.name, "")))
+
+    walk(ExperimentConfig, "")
+    return out
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    import ast
+    import inspect
+    import textwrap
+
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+    docs = {}
+    for field_node, doc in zip(body, body[1:]):
+        if (isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name)
+                and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
+                and isinstance(doc.value.value, str)):
+            docs[field_node.target.id] = " ".join(doc.value.value.split())
+    return docs
+
+
 def _yaml12_loader() -> type:
     """SafeLoader with YAML 1.2 booleans: only true/false are booleans; yes/no/on/off stay strings, so a
     bool field refuses them by name instead of reading ``train.use_gpu=yes`` as true."""

@@ -100,3 +100,13 @@ def test_config_files_layer_later_over_earlier(tmp_path):
     assert list(cfg.sweep.search_space) == ["objective.window_frames"]
     with pytest.raises(ConfigError, match="'missing.yaml' does not exist"):
         load_config([base, "missing.yaml"])
+
+
+def test_every_config_key_is_listed_with_its_default_and_docstring():
+    from arvid_ray.config import config_keys
+
+    keys = config_keys()
+    assert [k for k, _, _ in keys] == list(ExperimentConfig().to_flat())  # every key, in declaration order
+    assert all(doc for _, _, doc in keys), [k for k, _, doc in keys if not doc]
+    listed = {k: (default, doc) for k, default, doc in keys}
+    assert listed["train.steps"] == (200, "Optimizer steps.")
