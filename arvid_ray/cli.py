@@ -239,15 +239,58 @@ def _training_run_id(checkpoint: Path) -> str | None:
     return None
 
 
+# --------------------------------------------------------------------------------------- config
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--changed", action="store_true", help="only the keys whose value differs from the default")
+
+
+@command("config", "print the resolved config as YAML: every key with its docstring, its default when changed",
+         _config_args)
+def _config(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
+    """The output is itself a config file: ``arvid-ray config ... > my.yaml`` then ``--config my.yaml``."""
+    import yaml
+
+    from arvid_ray import __version__
+    from arvid_ray.config import config_keys
+
+    def flow(value) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**9).strip().removesuffix("\n...")
+
+    sources = " ".join(str(c) for c in args.config or []) or "defaults"
+    lines = [f"# arvid-ray {__version__}: resolved config from {sources}"
+             f"{f' + {len(args.overrides)} override(s)' if args.overrides else ''}",
+             "# each key: its docstring above it; '# default: X' when the value differs from the default"]
+    flat, section = cfg.to_flat(), None
+    for key, default, doc in config_keys():
+        value = flat[key]
+        if args.changed and value == default:
+            continue
+        head, _, name = key.partition(".")
+        if head != section:
+            section = head
+            lines.append(f"{head}:")
+        lines.append(f"  # {doc}")
+        lines.append(f"  {name}: {flow(value)}" + (f"  # default: {flow(default)}" if value != default else ""))
+    print("\n".join(lines))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arvid-ray", description=__doc__.splitlines()[0])
+    from arvid_ray import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="arvid-ray", description=__doc__.splitlines()[0],
+        epilog="Every command takes --config FILE (repeatable: later files override earlier ones) and trailing "
+               "key=value overrides; `arvid-ray config` lists every key with its default and docstring.")
+    parser.add_argument("--version", action="version", version=f"arvid-ray {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and Ray's own per-operator progress and INFO lines (= experiment.verbose)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_args, _) in _COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--config", type=Path, default=None, help="experiment YAML file")
+        p.add_argument("--config", type=Path, action="append", default=None,
+                       help="experiment YAML file; give it again to layer files (later ones override earlier ones)")
         add_args(p)
         p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
                        help="config overrides, e.g. train.steps=100 objective.kind=local")
