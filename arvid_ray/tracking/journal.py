@@ -77,6 +77,8 @@ def _apply(client, run_id: str, op: Mapping[str, Any]) -> None:
     elif kind == "artifacts":
         if Path(op["path"]).is_dir():
             client.log_artifacts(run_id, op["path"], op.get("artifact_path"))
+    elif kind == "reopen":  # a resumed run is RUNNING again (queued: the training thread never waits for it)
+        client.update_run(run_id, status="RUNNING")
     elif kind == "terminate":
         client.set_terminated(run_id, status=op["status"], end_time=op.get("end_time"))
     else:
@@ -174,7 +176,7 @@ def sync_run(run_dir: str | Path, uri: str | None = None, *, replay_all: bool = 
     if not run_id:
         exp = experiment_id(client, state.get("experiment") or "Default")
         run_id = client.create_run(exp, tags=state.get("tags") or {}, run_name=state.get("run_name")).info.run_id
-    ops = list(state.get("pending_ops", []))
+    ops = [op for op in state.get("pending_ops", []) if op.get("op") != "reopen"]  # sync only ends a run
     n_ops = send_ops(client, run_id, ops, terminate=False)
     offset, points = 0 if replay_all else int(state.get("sent_bytes", 0)), 0
     while True:

@@ -39,6 +39,7 @@ _PROBE_S = 2.0  # while the server is away: how often to knock
 _QUIET_S = 0.0  # check /health before a send when the last reply is older than this: a send into a dead
 # server would sit in urllib3's retries for minutes (harmless to training, but the outage would go unseen)
 _STALL_S = 5.0  # a send that has had no reply this long (urllib3 retrying a dead server) counts as an outage
+_MONITOR_STOP_S = 5.0  # end(): the longest wait for MLflow's system-metrics thread (its requests retry for minutes)
 
 
 class Tracker:
@@ -46,7 +47,10 @@ class Tracker:
 
     ``enabled=False`` (or ``cfg.tracking.enabled=False``) disables MLflow; the JSONL copy is still written
     when ``run_dir`` is given. No method waits on the tracking server except ``start`` (a bounded check)
-    and ``end``/``flush`` (at most ``cfg.tracking.flush_timeout_s``).
+    and ``end``/``flush`` (at most ``cfg.tracking.flush_timeout_s``). A resumed run (by id, as every Ray
+    Train worker resumes the run its driver created) is reopened by the shipper, and MLflow's system-metrics
+    monitor (which looks the run up on start and every sample, each request retried for minutes while the
+    server is away) is started and stopped off the caller's thread.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Tracker:
         self.run_id: str | None = None
         self._client = None
         self._monitor = None
+        self._monitor_stop: threading.Event | None = None  # set once the system metrics are to stop
         self._ops: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -111,8 +116,6 @@ class Tracker:
             if not resume_id and resume_by_name and run_name:
                 resume_id = self._find_by_name(run_name)
             if resume_id:
-                if reopen:
-                    self._client.update_run(resume_id, status="RUNNING")
                 self._owns_status = reopen
                 self.run_id = resume_id
             else:
@@ -122,6 +125,8 @@ class Tracker:
             self._client = None
             return self._offline(f"could not start an MLflow run at {self.uri}: {exc}", resume_id)
         self._adopt_journal()
+        if resume_id and reopen:  # sent first by the shipper: no request on this thread
+            self._queue({"op": "reopen"})
         if self.cfg.tracking.system_metrics:
             self._start_system_metrics(resume=bool(resume_id))
         log.info("MLflow run %s (experiment '%s') at %s", self.run_id, self.cfg.experiment.name, mask_uri(self.uri))
@@ -132,12 +137,7 @@ class Tracker:
         everything, else leave the rest in the journal for ``arvid-ray sync``."""
         if status not in _STATUSES:
             raise ValueError(f"run status {status!r} is not one of {', '.join(_STATUSES)}")
-        if self._monitor is not None:
-            try:
-                self._monitor.finish()
-            except Exception as exc:  # noqa: BLE001
-                log.warning("MLflow system metrics did not stop cleanly: %s", exc)
-            self._monitor = None
+        self._stop_system_metrics()
         if self.enabled and (self.run_id or self.run_dir is not None):
             if self._owns_status:
                 self._queue({"op": "terminate", "status": status, "end_time": int(time.time() * 1000)})
@@ -379,7 +379,7 @@ class Tracker:
         if old.get("run_id") in (None, self.run_id):
             self._state["sent_bytes"] = min(int(old.get("sent_bytes", 0)), size)
             with self._lock:  # an earlier attempt's pending params/artifacts (not its terminate)
-                self._ops[:0] = [op for op in old.get("pending_ops", []) if op.get("op") != "terminate"]
+                self._ops[:0] = [op for op in old.get("pending_ops", []) if op.get("op") not in ("terminate", "reopen")]
             for key in ("outages", "replayed_points", "down_s"):
                 self._state[key] += old.get(key, 0)
         else:  # lines of another run: not ours to send
@@ -432,15 +432,53 @@ class Tracker:
         return found[0].info.run_id if found else None
 
     def _start_system_metrics(self, resume: bool) -> None:
-        try:
-            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        """MLflow's monitor, built on a thread of its own: on resume its constructor looks the run up
+        (``runs/get``, retried for minutes when the server is away), which the caller must not wait for."""
+        stop = self._monitor_stop = threading.Event()
 
-            self._monitor = SystemMetricsMonitor(
-                self.run_id, sampling_interval=10, resume_logging=resume, tracking_uri=self.uri
-            )
-            self._monitor.start()
-        except Exception as exc:  # noqa: BLE001 - optional (needs psutil)
-            log.warning("MLflow system metrics are off: %s", exc)
-            self._monitor = None
+        def build() -> None:
+            try:
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+                monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10, resume_logging=resume,
+                                               tracking_uri=self.uri)
+                with self._lock:
+                    if stop.is_set():
+                        return
+                    self._monitor = monitor
+                monitor.start()
+            except Exception as exc:  # noqa: BLE001 - optional (needs psutil)
+                log.warning("MLflow system metrics are off: %s", exc)
+
+        threading.Thread(target=build, name=f"mlflow-system-metrics-{self.run_id}", daemon=True).start()
+
+    def _stop_system_metrics(self) -> None:
+        """Stop the monitor without waiting on the server: ``finish`` joins a thread that may sit in a
+        retried ``runs/get`` and then sends the last sample (retried too), so it runs on a thread of its own
+        and is waited for at most ``_MONITOR_STOP_S``; an unsent last sample is dropped (system metrics are
+        samples, not the run's points)."""
+        stop = self._monitor_stop
+        if stop is None:
+            return
+        with self._lock:
+            stop.set()
+            monitor, self._monitor = self._monitor, None
+        if monitor is None:
+            return
+        monitor._shutdown_event.set()  # the sampling loop checks it between samples
+        done = threading.Thread(target=self._finish_monitor, args=(monitor,), daemon=True,
+                                name=f"mlflow-system-metrics-stop-{self.run_id}")
+        done.start()
+        done.join(_MONITOR_STOP_S)
+        if done.is_alive():
+            log.warning("MLflow system metrics of run %s stopped without their last sample (the server does not "
+                        "answer)", self.run_id)
+
+    @staticmethod
+    def _finish_monitor(monitor) -> None:
+        try:
+            monitor.finish()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("MLflow system metrics did not stop cleanly: %s", exc)
 
 

@@ -7,6 +7,12 @@
   step_time_down_over_up`` is the median step time (wall clock between consecutive metrics.jsonl lines)
   while the server is down over the median of the whole run (target <= 1.5); every step must be in
   MLflow afterwards (``lost_points``).
+- ``cadence`` (issue 27): what `arvid-ray train` does — the driver creates the run, the training process
+  resumes it by id with MLflow system metrics on, logs every 10 steps and checkpoints every 20 — with the
+  server killed after step 20 (checkpoints inside the outage) and restarted 10 intervals later. ``RATIO
+  worst_interval_down_over_median_up``: the slowest 10-step interval (the loop's own metrics.jsonl
+  timestamps) while the server is down over the median interval while it is up (target <= 1.5); nothing
+  may be lost, and ``end_s`` is how long the run took to end after its last step.
 - ``load``: 16 writer processes x 500 ``log_batch`` calls (10 metrics each) against a real `mlflow
   server` on PostgreSQL (Debian's server, started here on 127.0.0.1 with initdb in a temp dir) and on
   sqlite: lost points and errors per backend, batches/s, ``RATIO load_postgres_over_sqlite_batches_per_s``.
@@ -168,9 +174,12 @@ def _pattern_batches(epoch: int, batch_size: int = 4, n_batches: int = 8):
         yield {"tokens": tokens.long(), "label": label, "caption": [""] * batch_size}
 
 
-def train_run(uri: str, run_dir: str, steps: int, flush_s: float, name: str, step_sleep: float = 0.0) -> int:
-    """A real training loop (debug model, one process) logging every step through a Tracker to ``uri``;
-    ends the run FINISHED and prints tracking_summary (what `arvid-ray train` prints)."""
+def train_run(uri: str, run_dir: str, steps: int, flush_s: float, name: str, step_sleep: float = 0.0,
+              log_every: int = 1, ckpt_every: int = 0, eval_every: int = 20, like_train: bool = False) -> int:
+    """A real training loop (debug model, one process) logging every ``log_every`` steps through a Tracker to
+    ``uri``; ends the run FINISHED and prints tracking_summary (what `arvid-ray train` prints).
+    ``like_train``: as `arvid-ray train` — a first Tracker creates the run (the driver), the loop's Tracker
+    resumes it by id with MLflow system metrics on (rank 0 of the workers)."""
     import torch
 
     from arvid_ray.config import ExperimentConfig
@@ -181,11 +190,14 @@ def train_run(uri: str, run_dir: str, steps: int, flush_s: float, name: str, ste
     cfg = ExperimentConfig().replace(**{
         "experiment.name": EXPERIMENT, "tracking.uri": uri, "tracking.system_metrics": False,
         "tracking.flush_timeout_s": flush_s, "model.preset": "debug", "data.num_frames": 9, "data.resolution": 32,
-        "data.batch_size": 4, "train.global_batch_size": 4, "train.steps": steps, "train.log_every": 1,
-        "train.eval_every": 20, "train.val_batches": 2, "train.ckpt_every": 0, "train.run_name": name,
+        "data.batch_size": 4, "train.global_batch_size": 4, "train.steps": steps, "train.log_every": log_every,
+        "train.eval_every": eval_every, "train.val_batches": 2, "train.ckpt_every": ckpt_every, "train.run_name": name,
     })
+    if like_train:  # launch._start_tracking, then train_worker's rank 0
+        created = Tracker(cfg, run_dir).start(run_name=name, resume_by_name=True)
+        cfg = cfg.replace(**{"tracking.run_id": created, "tracking.system_metrics": True})
     tracker = Tracker(cfg, run_dir)
-    run_id = tracker.start(run_name=name)
+    run_id = tracker.start(run_name=name, resume_by_name=like_train)
     tracker.log_config()
     batches = cycle(_pattern_batches)
     if step_sleep:  # stands in for a longer step (a bigger model) where a blocked logger would show
@@ -196,8 +208,10 @@ def train_run(uri: str, run_dir: str, steps: int, flush_s: float, name: str, ste
     except BaseException:
         tracker.end("FAILED")
         raise
+    last = time.time()
     tracker.end("FINISHED")
     print(f"MLflow run: {run_id}")
+    print(f"end_s {time.time() - last:.3f}")
     note = tracking_summary(run_dir)
     if note:
         print(note)
@@ -223,15 +237,16 @@ def _wait_lines(run_dir: Path, n: int, proc: subprocess.Popen, timeout: float = 
 
 
 def run_outage(root: Path, steps: int, kill_at: int, down_steps: int, restart: bool = True,
-               flush_s: float = 300.0, step_sleep: float = 0.05) -> dict:
-    """Kill the server after ``kill_at`` steps, keep it down for ``down_steps`` steps, then restart it
-    (or not). Returns the child's output, the step gaps, the outage window and the run directory."""
+               flush_s: float = 300.0, step_sleep: float = 0.05, extra: tuple[str, ...] = ()) -> dict:
+    """Kill the server after ``kill_at`` metric lines, keep it down for ``down_steps`` more lines, then
+    restart it (or not); ``extra``: more ``train-run`` flags (cadence). Returns the child's output, the gaps
+    between lines, the outage window (in lines), the step of every line and the run directory."""
     server = MlflowServer(root / "server").start()
     run_dir = root / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, __file__, "train-run", "--uri", server.uri, "--run-dir", str(run_dir), "--steps",
-           str(steps), "--flush-s", str(flush_s), "--name", root.name, "--step-sleep", str(step_sleep)]
+           str(steps), "--flush-s", str(flush_s), "--name", root.name, "--step-sleep", str(step_sleep), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         down_from = _wait_lines(run_dir, kill_at, proc)
@@ -243,10 +258,53 @@ def run_outage(root: Path, steps: int, kill_at: int, down_steps: int, restart: b
     finally:
         if proc.poll() is None:
             proc.kill()
-    times = [r["time"] for r in _lines(run_dir)]
+    lines = _lines(run_dir)
+    times = [r["time"] for r in lines]
     gaps = [b - a for a, b in zip(times, times[1:])]
     return {"rc": proc.returncode, "stdout": out, "stderr": err, "gaps": gaps, "down": (down_from, down_to),
-            "server": server, "run_dir": run_dir}
+            "server": server, "run_dir": run_dir, "steps": [int(r["step"]) for r in lines]}
+
+
+CADENCE = ("--log-every", "10", "--ckpt-every", "20", "--eval-every", "0", "--like-train")
+
+
+def interval_ratio(res: dict) -> tuple[float, float, float]:
+    """(worst interval while the server was down / median interval while it was up, that median, that
+    worst) over the gaps between metrics.jsonl lines. Gap k runs from line k to line k + 1 (0-based); lines
+    ``lo`` .. ``hi - 1`` were written while the server was down, so a gap is "down" when it ends at one of
+    them (the first one spans the kill, the moment requests start failing) and "up" when it lies wholly
+    before the kill or after the restart."""
+    lo, hi = res["down"]
+    down = [g for k, g in enumerate(res["gaps"]) if lo <= k + 1 <= hi - 1]
+    up = [g for k, g in enumerate(res["gaps"]) if k + 1 <= lo - 1 or k >= hi]
+    median = statistics.median(up)
+    return max(down) / median, median, max(down)
+
+
+def bench_cadence(quick: bool) -> None:
+    """Issue 27's cadence: log every 10 steps, checkpoints every 20 (inside the outage), run resumed by id
+    with system metrics on, the server away for 10 intervals (the issue: 60 s)."""
+    from mlflow import MlflowClient
+
+    steps, down = (150, 8) if quick else (400, 20)
+    with tempfile.TemporaryDirectory(prefix="bench-tracking-") as tmp:
+        res = run_outage(Path(tmp) / "cadence", steps=steps, kill_at=2, down_steps=down, step_sleep=0.1,
+                         extra=CADENCE)
+        try:
+            assert res["rc"] == 0, res["stderr"][-2000:]
+            ratio, median, worst = interval_ratio(res)
+            run_id = json.loads((res["run_dir"] / "tracking.json").read_text())["run_id"]
+            logged = {m.step for m in MlflowClient(res["server"].uri).get_metric_history(run_id, "train/loss")}
+            lost = len(set(res["steps"]) - logged)
+            status = MlflowClient(res["server"].uri).get_run(run_id).info.status
+        finally:
+            res["server"].kill()
+    lo, hi = res["down"]
+    end_s = next((float(x.split()[1]) for x in res["stdout"].splitlines() if x.startswith("end_s ")), float("nan"))
+    print(f"cadence: {steps} steps, log every 10, checkpoint every 20, resumed by id with system metrics; server "
+          f"down for steps {res['steps'][lo - 1]}..{res['steps'][hi - 1]}; median 10-step interval up "
+          f"{median:.2f} s, worst while down {worst:.2f} s; lost_points {lost}; run {status}; end_s {end_s:.1f}")
+    print(f"RATIO worst_interval_down_over_median_up {ratio:.3f}")
 
 
 def _step_ratio(res: dict) -> tuple[float, float, float]:
@@ -363,17 +421,25 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--steps", type=int, required=True)
         p.add_argument("--flush-s", type=float, default=30.0)
         p.add_argument("--step-sleep", type=float, default=0.0)
+        p.add_argument("--log-every", type=int, default=1)
+        p.add_argument("--ckpt-every", type=int, default=0)
+        p.add_argument("--eval-every", type=int, default=20)
+        p.add_argument("--like-train", action="store_true")
         a = p.parse_args(argv[1:])
-        return train_run(a.uri, a.run_dir, a.steps, a.flush_s, a.name, a.step_sleep)
+        return train_run(a.uri, a.run_dir, a.steps, a.flush_s, a.name, a.step_sleep, a.log_every, a.ckpt_every,
+                         a.eval_every, a.like_train)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and batches")
-    parser.add_argument("--only", choices=["outage", "load"], default=None)
+    parser.add_argument("--only", choices=["outage", "cadence", "load"], default=None,
+                        help="outage: both outage cases (mean and cadence); cadence: issue 27's case alone")
     parser.add_argument("--server-workers", type=int, default=2,
                         help="mlflow server workers in the load test (uvicorn restarts workers that miss their "
                              "health check, so keep it small on an overloaded machine)")
     args = parser.parse_args(argv)
     if args.only in (None, "outage"):
         bench_outage(args.quick)
+    if args.only in (None, "cadence", "outage"):
+        bench_cadence(args.quick)
     if args.only in (None, "load"):
         bench_load(args.quick, args.server_workers)
     return 0
