@@ -50,6 +50,15 @@ CFG = ExperimentConfig().replace(
 )
 
 
+# The full method as the paper's table trains it: frame 0 always in the loss beside a balanced window, ReCo.
+# Its "+ first frame" path runs the FSDP root twice with grad per micro-batch (frame 0, then the window on
+# frame 0's condition K/V), which died in backward before issue 24. Window starts are drawn per (step,
+# micro-batch), so one process matches 2 ranks when it runs both ranks' micro-batches as one (batch 4):
+# every rank draws micro-batch 0's start, and so does the single process (steps 1-4 draw 1, 1, 1, 0).
+FULL_METHOD = CFG.replace(**{"objective.first_frame_in_loss": True, "objective.first_frame_prob": 0.5,
+                             "objective.reco_weight": 0.1})
+
+
 def micro_batches(n: int = 16, batch_size: int = 2) -> list[dict]:
     """The global stream of micro-batches: class-patterned [B, 3, 4, 4] token grids plus noise."""
     g = torch.Generator().manual_seed(7)
@@ -106,6 +115,10 @@ def _two_rank_main(rank: int, world: int, port: int, out: str) -> None:
         _, state = _train(cfg, rank, world, resume=out_dir / "fsdp" / checkpoint_name(2))
         if rank == 0:
             torch.save(state, out_dir / "fsdp_resumed_world2.pt")
+        for kind in ("ddp", "fsdp"):
+            _, state = _train(FULL_METHOD.replace(**{"train.parallelism": kind}), rank, world)
+            if rank == 0:
+                torch.save(state, out_dir / f"{kind}_full_method.pt")
     finally:
         dist.destroy_process_group()
 
@@ -135,6 +148,14 @@ def test_ddp_and_fsdp_on_two_gloo_ranks_equal_one_rank_and_checkpoints_resume_at
     resumed, resumed_state = _train(CFG, resume=ckpt)
     assert resumed.steps == [3, 4]
     _assert_same(resumed_state, one_state, "fsdp x2 checkpoint resumed x1")
+    # the full method (first-frame loss + balanced + ReCo) under DDP and FSDP equals one process
+    both = micro_batches()
+    joined = [{k: torch.cat([a[k], b[k]]) for k in a} for a, b in zip(both[0::2], both[1::2])]
+    one_full = train_loop(FULL_METHOD.replace(**{"data.batch_size": 4}), cycle(lambda epoch, skip=0: iter(joined[skip:])),
+                          device="cpu")
+    for kind in ("ddp", "fsdp"):
+        _assert_same(torch.load(tmp_path / f"{kind}_full_method.pt", weights_only=True),
+                     parallel.model_state(one_full.model), f"full method {kind} x2 vs x1")
 
 
 def test_rank_shared_window_starts_and_per_rank_cfg_dropout(monkeypatch):
@@ -250,3 +271,19 @@ def test_fsdp_through_ray_train_equals_one_process(ray_session, tmp_path):
     batch = collate_tokens({"tokens": np.stack([tokens] * 2), "label": np.array([3, 3])})
     one = train_loop(cfg, cycle(lambda epoch: iter([batch] * 8)), device="cpu")
     _assert_same(weights, parallel.model_state(one.model), "fsdp on Ray x2 vs one process")
+
+
+def test_ddp_keyword_exists_in_every_torch_the_project_allows():
+    """parallelize builds DDP with forward_sync_buffers, which older torch rejects: pyproject's torch range
+    must start at a release that has it (2.13, the only one CI verifies) and the installed torch must have it."""
+    import inspect
+    import re
+
+    import tomllib
+    from torch.nn.parallel import DistributedDataParallel
+
+    deps = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(d for d in deps if re.match(r"torch\b", d))
+    lower = tuple(int(x) for x in re.search(r">=\s*(\d+)\.(\d+)", spec).groups())
+    assert lower >= (2, 13), spec
+    assert "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters

@@ -278,3 +278,16 @@ def test_training_sizes_the_vocabulary_from_the_tokenizer_as_evaluation_does():
     assert build_training_model(cfg).vocab_size == load_tokenizer(cfg.tokenizer).vocab_size == 1000
     fresh = cfg.replace(**{"tokenizer.name": "fsq"})
     assert build_training_model(fresh).vocab_size == load_tokenizer(fresh.tokenizer).vocab_size == 16
+
+
+def test_initial_weights_do_not_depend_on_whether_the_tokenizer_was_loaded_before():
+    """Reading the vocabulary may build the tokenizer once per process (random init drawn, then its weights
+    loaded): the model's initial weights must be the same on the first build and on later ones, or ranks
+    (fresh processes) would start from other weights than a process that had built it already."""
+    from arvid_ray.tokenizer import _loaded_vocab_size
+
+    cfg = BASE.replace(**{"tokenizer.name": "builtin"})
+    _loaded_vocab_size.cache_clear()
+    first = build_training_model(cfg).state_dict()
+    again = build_training_model(cfg).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)

@@ -130,7 +130,8 @@ def tokenizer_vocab_size(cfg: TokenizerConfig) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _loaded_vocab_size(name: str) -> int:
-    return int(load_tokenizer(TokenizerConfig(name=name)).vocab_size)
+    with torch.random.fork_rng(devices=[]):  # building the tokenizer draws its init: leave the caller's RNG be
+        return int(load_tokenizer(TokenizerConfig(name=name)).vocab_size)
 
 
 def _warn_if_differs(cfg: TokenizerConfig, arch: TokenizerArch) -> None:

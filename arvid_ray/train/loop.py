@@ -101,8 +101,9 @@ def build_training_model(cfg: ExperimentConfig) -> torch.nn.Module:
     """The model with the same initial weights on every rank (seeded by the experiment seed only)."""
     from arvid_ray.model import build_model
 
+    vocab = vocab_size(cfg)  # before seeding: reading it may build a tokenizer (which draws random numbers)
     torch.manual_seed(cfg.experiment.seed)
-    return build_model(cfg.model, vocab_size(cfg), cfg.latent_shape())
+    return build_model(cfg.model, vocab, cfg.latent_shape())
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

@@ -108,6 +108,16 @@ def apply_fsdp(model: nn.Module, world_size: int, device: torch.device, param_dt
         # the last block is the first one backward needs: keeping it gathered saves one all-gather
         fully_shard(block, mesh=mesh, mp_policy=mp, reshard_after_forward=i < last)
     fully_shard(model, mesh=mesh, mp_policy=mp)
+    # The root (embeddings, conditioner, final norm, head) runs more than once with grad per micro-batch:
+    # "+ first frame" runs frame 0, then the window on a cache holding frame 0's condition K/V. Both calls'
+    # logits get their gradient at once (one loss), so both pre-backward unshards fire first; the window's
+    # post-backward (on its grad-carrying cache input) would then reshard the root before frame 0's head
+    # backward reads it. The root therefore stays gathered through backward — each of its post-backward
+    # hooks still reduce-scatters the gradient accumulated so far, into the sharded gradient — and
+    # ``grad_sync`` reshards it once the micro-batch's backward is done. The cost is keeping the root
+    # gathered for the backward, which FSDP2 already does through the forward (it never reshards the root
+    # after forward).
+    model.set_reshard_after_backward(False, recurse=False)
     # blocks return their K/V and the conditioner an indexed embedding (views); nothing modifies them in
     # place, which is the case FSDP2 warns about on every call
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
@@ -132,7 +142,9 @@ def parallelize(loss: LossModule, cfg: ExperimentConfig, device: torch.device | 
         return loss
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    # buffers (rotary tables) are deterministic: no broadcast before every forward
+    # buffers (rotary tables) are deterministic: no broadcast before every forward. forward_sync_buffers
+    # replaced broadcast_buffers (deprecated) in the torch this project pins (pyproject: torch>=2.13,<2.14;
+    # tests/test_parallel.py checks the pin and the keyword); an older torch would reject it at this line
     return DDP(loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
 
@@ -156,9 +168,14 @@ def grad_sync(module: nn.Module, enabled: bool):
             yield
         return
     root = next(_fsdp_roots(module), None)
-    if root is not None:
-        root.set_requires_gradient_sync(enabled)  # FSDP2's no_sync: recurses into every block
-    yield
+    if root is None:
+        yield
+        return
+    root.set_requires_gradient_sync(enabled)  # FSDP2's no_sync: recurses into every block
+    try:
+        yield
+    finally:
+        root.reshard()  # kept gathered through backward (apply_fsdp says why); the optimizer steps the shards
 
 
 def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
