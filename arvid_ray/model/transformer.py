@@ -288,9 +288,13 @@ class VideoTransformer(nn.Module):
         """FLOPs of one forward per sample: n_query tokens through every matmul (incl. the head) plus dense
         attention scores and weighted sum against n_context keys (2 FLOPs per multiply-add)."""
         d = self.dims
-        matmul_params = d.n_layers * (4 * d.d_model**2 + 3 * d.d_model * d.mlp_hidden) + d.d_model * self.vocab_size
+        matmul_params = d.n_layers * (4 * d.d_model**2 + 3 * d.d_model * d.mlp_hidden)
         attention = d.n_layers * 2 * 2 * n_query * n_context * d.d_model
-        return float(2 * matmul_params * n_query + attention)
+        return float(2 * matmul_params * n_query + attention) + self.head_flops(n_query)
+
+    def head_flops(self, n_query: int) -> float:
+        """FLOPs of the output head on n_query positions per sample (what a no-grad prefix never runs)."""
+        return float(2 * self.dims.d_model * self.vocab_size * n_query)
 
     # ------------------------------------------------------------------ internals
     def _flatten(self, tokens: torch.Tensor) -> torch.Tensor:

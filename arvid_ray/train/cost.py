@@ -47,12 +47,14 @@ def detect_accelerator(requested: str = "auto", use_gpu: bool | None = None) -> 
     return name
 
 
-def step_flops(flops_fn: FlopsFn, batch_size: int, tokens_grad: float, tokens_nograd: float) -> float:
+def step_flops(flops_fn: FlopsFn, batch_size: int, tokens_grad: float, tokens_nograd: float,
+               head_flops: Callable[[int], float] | None = None) -> float:
     """Analytic train FLOPs of one micro-batch.
 
     ``tokens_grad``/``tokens_nograd`` are per batch (the objective's counters). Per sample, the no-grad
-    prefix of ``p`` tokens costs one forward of p queries over p keys; the ``g`` grad tokens attend to
-    ``p + g`` keys and cost forward + backward = 3 forwards.
+    prefix of ``p`` tokens costs one forward of p queries over p keys, less the output head (``head_flops``:
+    the prefix computes no logits); the ``g`` grad tokens attend to ``p + g`` keys and cost forward +
+    backward = 3 forwards.
     """
     if batch_size <= 0:
         return 0.0
@@ -60,7 +62,7 @@ def step_flops(flops_fn: FlopsFn, batch_size: int, tokens_grad: float, tokens_no
     p = int(round(float(tokens_nograd) / batch_size))
     per_sample = 3.0 * flops_fn(g, p + g) if g > 0 else 0.0
     if p > 0:
-        per_sample += flops_fn(p, p)
+        per_sample += flops_fn(p, p) - (head_flops(p) if head_flops is not None else 0.0)
     return per_sample * batch_size
 
 
@@ -84,6 +86,7 @@ class CostMeter:
     world_size: int = 1
     device: str = "cpu"
     flops_fn: FlopsFn | None = None
+    head_flops_fn: Callable[[int], float] | None = None  # the head's share of flops_fn (no-grad prefix: none)
     accelerator: str = field(init=False)
     start_time: float = field(init=False)
     step_time_s: float = 0.0
@@ -123,7 +126,7 @@ class CostMeter:
         self.tokens += clip_tokens
         self._window[2] += clip_tokens
         if self.flops_fn is not None:
-            self.flops += step_flops(self.flops_fn, batch_size, tokens_grad, tokens_nograd)
+            self.flops += step_flops(self.flops_fn, batch_size, tokens_grad, tokens_nograd, self.head_flops_fn)
 
     def end_optimizer_step(self) -> None:
         self.steps += 1
@@ -147,6 +150,8 @@ class CostMeter:
             "tokens": self.prior.get("tokens", 0.0) + self.tokens * self.world_size,
             "flops": self.prior.get("flops", 0.0) + self.flops * self.world_size,
             "wall_s": self.prior.get("wall_s", 0.0) + wall,
+            # accelerator-seconds inside optimizer steps only: MFU's denominator (an older checkpoint has none)
+            "step_device_s": self.prior.get("step_device_s", 0.0) + self.devices() * self.step_time_s,
         }
 
     def restore(self, state: Mapping[str, float] | None) -> None:
@@ -174,7 +179,9 @@ class CostMeter:
             "cost/gpu_hours": device_s / 3600.0,
             "cost/usd": total["usd"],
             "cost/train_flops": total["flops"],
-            "cost/mfu": total["flops"] / (device_s * peak) if peak > 0 else 0.0,
+            # over training steps only: validation, checkpoints and start-up are billed, not counted as slow steps
+            "cost/mfu": total["flops"] / (total["step_device_s"] * peak) if peak > 0 and total["step_device_s"] > 0
+            else 0.0,
             "cost/tokens": total["tokens"],
         }
         if reset_window:

@@ -370,7 +370,8 @@ def _setup(cfg: ExperimentConfig, batches: Iterator[dict], rank: int, world_size
     module = parallel.parallelize(loss, cfg, device)
     optimizer = build_optimizer(model, cfg.train)  # after sharding: FSDP replaced the parameters
     scheduler = build_scheduler(optimizer, cfg.train)
-    meter = CostMeter(cfg, world_size=world_size, device=str(device), flops_fn=model.forward_flops)
+    meter = CostMeter(cfg, world_size=world_size, device=str(device), flops_fn=model.forward_flops,
+                      head_flops_fn=model.head_flops)
     run = _Run(cfg, module, loss, model, objective, optimizer, scheduler, generator, device, meter, rank, ema=ema)
     if state is not None:
         _resume(run, state, batches)
