@@ -1,5 +1,13 @@
-"""Speed and memory of the paper's objectives, side by side in one run: full vs Local Opt. vs Local+ReCo
-vs Fewer-Frames (same model, same batch, same optimizer).
+"""Speed, FLOPs and memory of the paper's objectives, side by side in one run: the full method (Local Opt.
++ first frame + balanced + ReCo, the headline row) vs full vs Local Opt. vs Local+ReCo vs Fewer-Frames (same
+model, same batch, same optimizer).
+
+- FLOPs: analytic, counted exactly as training counts them (``cost.step_flops`` on each step's token
+  counters: grad tokens x3, the no-grad prefix x1 without the output head it never runs), averaged over the
+  same balanced window draws the step times use. ``full_method_time_over_flops_limit`` = (time ratio) /
+  (FLOPs ratio) against full: 1 means the method saves exactly the work it skips, > 1 that overheads
+  (extra calls, the prefix's cache) eat part of the saving.
+- memory names say what they measure: ``saved_activations`` on CPU, ``peak_alloc`` on GPU (below).
 
 What is measured
 - step time: one optimizer step = objective forward + backward + AdamW step. On CPU this is the process's
@@ -46,8 +54,12 @@ from arvid_ray.config import ExperimentConfig
 from arvid_ray.model import build_model
 from arvid_ray.objectives import build_objective, sample_window_start, window_starts
 from arvid_ray.train import parallel
+from arvid_ray.train.cost import step_flops
 
 VARIANTS = {
+    # the headline row: the full method as the paper's table trains it (Local Opt. W=2 with frame 0 always in
+    # the loss, balanced starts, ReCo λ = 0.1) — what "the full method's cost" means in RESULTS.md
+    "full_method": {"objective.kind": "local", "objective.first_frame_in_loss": True, "objective.reco_weight": 0.1},
     "full": {"objective.kind": "full", "objective.reco_weight": 0.0},
     "local": {"objective.kind": "local", "objective.reco_weight": 0.0},
     "local_reco": {"objective.kind": "local", "objective.reco_weight": 0.1},
@@ -113,6 +125,7 @@ class Runner:
         gen = torch.Generator().manual_seed(seed)
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             out = self.objective(self.model, self.batch, gen)
+        self.counters = {k: float(v) for k, v in out.items() if k.startswith("tokens")}  # host tensors: no sync
         out["loss"].backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -164,19 +177,20 @@ def measure(spatial: int, model_overrides: dict, batch_size: int, steps: int, vo
         r.step(seeds[0])
     compile_s = 0.0
     if compiled:
-        runners["local_reco_compiled"] = Runner(cfg0.replace(**VARIANTS["local_reco"]), base, batch, device, dtype,
-                                                compile_blocks=True)
+        runners["full_method_compiled"] = Runner(cfg0.replace(**VARIANTS["full_method"]), base, batch, device,
+                                                 dtype, compile_blocks=True)
         if device.type == "cuda":  # the compiled baseline too (one shape: cheap to compile)
             runners["full_compiled"] = Runner(cfg0.replace(**VARIANTS["full"]), base, batch, device, dtype,
                                               compile_blocks=True)
         t0 = time.perf_counter()
         for seed in first_seed.values():  # compile every window start's graphs (not timed)
-            for name in ("local_reco_compiled", "full_compiled"):
+            for name in ("full_method_compiled", "full_compiled"):
                 if name in runners:
                     runners[name].step(seed)
         compile_s = time.perf_counter() - t0
     clock = time.perf_counter if device.type == "cuda" else time.process_time
     times = {name: 0.0 for name in runners}
+    flops = {name: 0.0 for name in runners}  # analytic, as training counts it (cost.step_flops), per step
     times_by_start: dict[str, dict[int, list[float]]] = {name: {} for name in runners}
     for seed, start in zip(seeds, starts):
         best = {name: float("inf") for name in runners}
@@ -187,15 +201,18 @@ def measure(spatial: int, model_overrides: dict, batch_size: int, steps: int, vo
                 r.step(seed)
                 _sync(device)
                 best[name] = min(best[name], clock() - t0)
-        for name in runners:
+        for name, r in runners.items():
             times[name] += best[name] / len(seeds)
+            c = r.counters
+            flops[name] += step_flops(base.forward_flops, batch_size, c["tokens_grad"], c["tokens_nograd"],
+                                      base.head_flops) / len(seeds)
             times_by_start[name].setdefault(start, []).append(best[name])
     peak_fn = _peak_cuda if device.type == "cuda" else _peak_cpu
     # saved-tensor hooks do not see inside compiled graphs: the compiled variant's CPU peak is not measured
     peaks = {name: max(peak_fn(r, s) for s in first_seed.values()) if device.type == "cuda" or name in VARIANTS
              else float("nan") for name, r in runners.items()}
     start_times = {name: {s: sum(v) / len(v) for s, v in by.items()} for name, by in times_by_start.items()}
-    return base, cfg0, times, peaks, start_times, compile_s
+    return base, cfg0, times, peaks, start_times, compile_s, flops
 
 
 def attention_kernels(runner: Runner, seed: int) -> dict[str, int]:
@@ -230,31 +247,36 @@ def main() -> None:
         dtype = torch.bfloat16
         plan = [(16, {"model.preset": "B"}, 16, 12), (32, {"model.preset": "B"}, 4, 12)]
     print(f"device={device} ({platform.processor() or platform.machine()}), dtype={dtype}, torch={torch.__version__}")
+    # what the memory column measures differs by device, and so does its name
+    mem = "saved_activations" if device.type == "cpu" else "peak_alloc"
     first = None
     for spatial, overrides, batch_size, steps in plan:
-        model, cfg, times, peaks, start_times, compile_s = measure(spatial, overrides, batch_size, steps, vocab,
-                                                                   device, dtype, compiled=not args.no_compile)
+        model, cfg, times, peaks, start_times, compile_s, flops = measure(
+            spatial, overrides, batch_size, steps, vocab, device, dtype, compiled=not args.no_compile)
         d = model.dims
         print(f"\nshape 5x{spatial}x{spatial} tokens, batch {batch_size}, vocab {vocab}, model {d.n_layers}x"
               f"{d.d_model} ({model.num_params / 1e6:.1f}M params), {steps} timed steps per objective")
-        print(f"{'objective':<20}{'step ms':>10}{'x full':>8}{'peak MiB':>11}{'x full':>8}")
+        print(f"memory column: {mem} ({'bytes autograd saves for backward' if mem == 'saved_activations' else 'allocator peak of the step'})")
+        print(f"{'objective':<22}{'step ms':>10}{'x full':>8}{'GFLOP':>9}{'x full':>8}{'time/FLOPs':>11}"
+              f"{mem + ' MiB':>24}{'x full':>8}")
         for name in times:
-            print(f"{name:<20}{times[name] * 1e3:>10.1f}{times[name] / times['full']:>8.2f}"
-                  f"{peaks[name] / 2**20:>11.1f}{peaks[name] / peaks['full']:>8.2f}")
-        probs = start_probs(cfg.replace(**VARIANTS["local_reco"]))
-        local = start_times["local_reco"]
-        print("local_reco per window start (ms): "
-              + ", ".join(f"{s}: {t * 1e3:.1f} (p={probs[s]:.2f})" for s, t in sorted(local.items())))
+            t, f = times[name] / times["full"], flops[name] / flops["full"]
+            print(f"{name:<22}{times[name] * 1e3:>10.1f}{t:>8.2f}{flops[name] / 1e9:>9.2f}{f:>8.3f}{t / f:>11.2f}"
+                  f"{peaks[name] / 2**20:>24.1f}{peaks[name] / peaks['full']:>8.2f}")
+        probs = start_probs(cfg.replace(**VARIANTS["full_method"]))
+        per_start = start_times["full_method"]
+        print("full_method per window start (ms): "
+              + ", ".join(f"{s}: {t * 1e3:.1f} (p={probs[s]:.2f})" for s, t in sorted(per_start.items())))
         scale = {}
         for ranks in (1, 8, 64):
-            own = expected_step(local, probs, ranks, shared=False) / times["full"]
-            shared = expected_step(local, probs, ranks, shared=True) / times["full"]
+            own = expected_step(per_start, probs, ranks, shared=False) / times["full"]
+            shared = expected_step(per_start, probs, ranks, shared=True) / times["full"]
             scale[ranks] = (own, shared)
             print(f"expected step time x full on {ranks:>2} ranks: per-rank starts {own:.3f}, shared start {shared:.3f}")
-        if "local_reco_compiled" in times:
+        if "full_method_compiled" in times:
             print(f"compile of every window start's block graphs: {compile_s:.1f}s (not in the step times)")
         if "full_compiled" in times:
-            print(f"compiled: local_reco over full {times['local_reco_compiled'] / times['full_compiled']:.3f}")
+            print(f"compiled: full_method over full {times['full_method_compiled'] / times['full_compiled']:.3f}")
         if args.kernel:
             c = cfg.replace(**VARIANTS["local"])
             seed = _balanced_seeds(c, 2)[0][1]  # the second draw starts after frame 0
@@ -266,16 +288,24 @@ def main() -> None:
             print(f"attention kernels of one Local Opt. step (window start > 0): {kernels}")
             flash = sum(n for k, n in kernels.items() if "flash" in k)
             print(f"RATIO attention_flash_share_{spatial}x{spatial} {flash / max(sum(kernels.values()), 1):.3f}")
-        first = first or (times, peaks, scale)
-    times, peaks, scale = first
+        first = first or (times, peaks, scale, flops)
+    times, peaks, scale, flops = first
+    # headline: the full method against full, and against its analytic limit (time ratio / FLOPs ratio = 1
+    # would mean the method saves exactly the work it skips)
+    fm_time, fm_flops = times["full_method"] / times["full"], flops["full_method"] / flops["full"]
+    print(f"RATIO step_time_full_method_over_full {fm_time:.3f}")
+    print(f"RATIO flops_full_method_over_full {fm_flops:.3f}")
+    print(f"RATIO full_method_time_over_flops_limit {fm_time / fm_flops:.3f}")
+    print(f"RATIO {mem}_full_method_over_full {peaks['full_method'] / peaks['full']:.3f}")
     for name in ("local_reco", "local", "fewer_frames"):
         print(f"RATIO step_time_{name}_over_full {times[name] / times['full']:.3f}")
-        print(f"RATIO peak_mem_{name}_over_full {peaks[name] / peaks['full']:.3f}")
+        print(f"RATIO flops_{name}_over_full {flops[name] / flops['full']:.3f}")
+        print(f"RATIO {mem}_{name}_over_full {peaks[name] / peaks['full']:.3f}")
     for ranks in (8, 64):
-        print(f"RATIO step_time_local_reco_over_full_{ranks}ranks {scale[ranks][1]:.3f}")
-        print(f"RATIO step_time_local_reco_over_full_{ranks}ranks_per_rank_starts {scale[ranks][0]:.3f}")
-    if "local_reco_compiled" in times:
-        print(f"RATIO local_compiled_over_eager {times['local_reco_compiled'] / times['local_reco']:.3f}")
+        print(f"RATIO step_time_full_method_over_full_{ranks}ranks {scale[ranks][1]:.3f}")
+        print(f"RATIO step_time_full_method_over_full_{ranks}ranks_per_rank_starts {scale[ranks][0]:.3f}")
+    if "full_method_compiled" in times:
+        print(f"RATIO full_method_compiled_over_eager {times['full_method_compiled'] / times['full_method']:.3f}")
 
 
 if __name__ == "__main__":
