@@ -71,11 +71,11 @@ def micro_batches(n: int = 16, batch_size: int = 2) -> list[dict]:
     return out
 
 
-def shard(rank: int, world: int):
+def shard(rank: int, world: int, batch_size: int = 2):
     """make_iter(epoch, skip) of this rank's shard (every world-th micro-batch): seeks without reading."""
 
     def make_iter(epoch: int, skip: int = 0):
-        return iter(micro_batches()[rank::world][skip:])
+        return iter(micro_batches(batch_size=batch_size)[rank::world][skip:])
 
     return make_iter
 
@@ -92,7 +92,7 @@ class SaveEverywhere:
 
 
 def _train(cfg, rank=0, world=1, root=None, resume=None):
-    result = train_loop(cfg, cycle(shard(rank, world)), rank=rank, world_size=world, device="cpu",
+    result = train_loop(cfg, cycle(shard(rank, world, cfg.data.batch_size)), rank=rank, world_size=world, device="cpu",
                         reporter=SaveEverywhere(root) if root else None, resume_from=resume)
     return result, parallel.model_state(result.model)  # a collective under FSDP
 
@@ -119,6 +119,11 @@ def _two_rank_main(rank: int, world: int, port: int, out: str) -> None:
             _, state = _train(FULL_METHOD.replace(**{"train.parallelism": kind}), rank, world)
             if rank == 0:
                 torch.save(state, out_dir / f"{kind}_full_method.pt")
+        # and with gradient accumulation (2 micro-batches of 1 per rank: the root is gathered and resharded
+        # around each micro-batch, its gradients reduced on the last one only)
+        _, state = _train(FULL_METHOD.replace(**{"train.parallelism": "fsdp", "data.batch_size": 1}), rank, world)
+        if rank == 0:
+            torch.save(state, out_dir / "fsdp_full_method_accum.pt")
     finally:
         dist.destroy_process_group()
 
@@ -156,6 +161,14 @@ def test_ddp_and_fsdp_on_two_gloo_ranks_equal_one_rank_and_checkpoints_resume_at
     for kind in ("ddp", "fsdp"):
         _assert_same(torch.load(tmp_path / f"{kind}_full_method.pt", weights_only=True),
                      parallel.model_state(one_full.model), f"full method {kind} x2 vs x1")
+    # accumulation: rank r's micro-batch i is stream batch 2s+r of size 1, so one process's micro-batch i of
+    # size 2 holds both ranks' (same window seed per (step, micro-batch))
+    ones = micro_batches(batch_size=1)
+    pairs = [{k: torch.cat([a[k], b[k]]) for k in a} for a, b in zip(ones[0::2], ones[1::2])]
+    one_acc = train_loop(FULL_METHOD.replace(**{"data.batch_size": 2}), cycle(lambda epoch, skip=0: iter(pairs[skip:])),
+                         device="cpu")
+    _assert_same(torch.load(tmp_path / "fsdp_full_method_accum.pt", weights_only=True),
+                 parallel.model_state(one_acc.model), "full method fsdp x2 with accumulation vs x1")
 
 
 def test_rank_shared_window_starts_and_per_rank_cfg_dropout(monkeypatch):
