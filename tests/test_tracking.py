@@ -140,3 +140,55 @@ def test_ui_hint_serves_local_stores_and_opens_servers():
 
     assert ui_hint("sqlite:////tmp/x/mlflow.db") == "mlflow ui --backend-store-uri sqlite:////tmp/x/mlflow.db"
     assert ui_hint("http://127.0.0.1:5000").startswith("open http://127.0.0.1:5000 ")
+
+
+def test_a_resumed_run_is_never_waited_on_by_the_training_thread(tmp_path):
+    """Issue 27: resumed by id (as every Ray Train worker resumes its driver's run) with system metrics on,
+    against a server that answers /health but holds every API request until the test lets go: start,
+    log_metrics and end return first. Were any of them waiting on a request (the old synchronous reopen,
+    MLflow's system-metrics run lookup and its joined thread), that request would be let go by its own
+    30 s timeout instead, and is recorded so."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release, seen = threading.Event(), []
+
+    class Held(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            if self.path.startswith("/health"):
+                code, body = 200, b"OK"
+            else:
+                seen.append((self.path.split("?")[0], release.wait(30)))  # False: let go by the timeout
+                code, body = 404, json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "held"}).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = _answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Held)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = _cfg(f"http://127.0.0.1:{server.server_address[1]}",
+                   **{"tracking.system_metrics": True, "tracking.flush_timeout_s": 1.0})
+        tracker = Tracker(cfg, tmp_path)
+        assert tracker.start(run_name="held", run_id="0123456789abcdef") == "0123456789abcdef"
+        tracker.log_metrics({"train/loss": 1.0}, step=1)
+        tracker.end("FINISHED")
+        release.set()
+        deadline = time.monotonic() + 10
+        while not any(path.endswith("/runs/get") for path, _ in seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        release.set()
+        server.shutdown()
+    # the reopen (update_run looks the run up first) went out, from the shipper's thread, and was answered
+    # only after the caller had finished
+    assert any(path.endswith("/runs/get") for path, _ in seen), seen
+    assert all(in_time for _, in_time in seen), seen
+    assert read_metrics_jsonl(tmp_path)[0]["train/loss"] == 1.0
