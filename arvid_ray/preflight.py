@@ -69,7 +69,7 @@ def _inputs(cfg: ExperimentConfig) -> list[tuple[str, str]]:
         path = cfg.eval.i3d_path or os.environ.get("ARVID_I3D_PATH")
         if not path:
             raise PreflightError("eval.extractor=i3d but neither eval.i3d_path nor ARVID_I3D_PATH names the I3D "
-                                 "TorchScript file; set one, or use eval.extractor=synthc3d")
+                                 "TorchScript file; set one, or use eval.extractor=synthc3d sweep.metric=eval/fd_synthc3d")
         out.append(("eval.i3d_path", path))
     if cfg.model.conditioning == "text" and cfg.model.text_encoder not in _BUILTIN_TEXT:
         out.append(("model.text_encoder", cfg.model.text_encoder))

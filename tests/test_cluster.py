@@ -678,16 +678,20 @@ def test_dry_run_refuses_with_exit_2_and_names_every_problem(west_bucket, monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     argv = [a.replace("YOUR-BUCKET", bucket) for a in _readme_submit_argv()]
     code, out, err = _dry_run([*argv, "train.num_workers=33"], capsys)  # aws.yaml declares 32 GPUs in all
-    assert code == 2 and "=> refused (2)" in out
+    assert code == 2 and "=> refused (3)" in out
     assert "tracking server http://127.0.0.1:" in err and "train.num_workers=33" in err and "room for 32" in err
+    assert "train.global_batch_size = 128 is not a multiple of train.num_workers (33)" in err  # 33 x 16 micro
     no_i3d = [a for a in argv if not a.startswith("eval.i3d_path=")]
     code, out, err = _dry_run(no_i3d, capsys)
     assert code == 2 and "eval.i3d_path" in err
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     config = argv[argv.index("--config") + 1]
     assert cli.main(["sweep", "--config", str(ROOT / config), "--dry-run", f"data.source=s3://{bucket}/ucf101",
-                     "eval.extractor=synthc3d"]) == 0  # FVD opted out explicitly
+                     "eval.extractor=synthc3d", "sweep.metric=eval/fd_synthc3d"]) == 0  # FVD opted out explicitly
     assert "=> would launch" in capsys.readouterr().out
+    assert cli.main(["sweep", "--config", str(ROOT / config), "--dry-run", f"data.source=s3://{bucket}/ucf101",
+                     "eval.extractor=synthc3d"]) == 2  # the quality metric would never be logged
+    assert "sweep.metric = 'eval/fvd' is never logged with eval.extractor=synthc3d" in capsys.readouterr().err
     assert cli.main(["sweep", "--config", str(ROOT / config), "--dry-run", f"data.source=s3://{bucket}/none"]) == 2
     assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
 
