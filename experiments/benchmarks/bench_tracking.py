@@ -439,14 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     if args.only in (None, "outage", "cadence"):
         cases = [bench_cadence] if args.only == "cadence" else [bench_outage, bench_cadence]
-        if args.quick and len(cases) > 1:  # side by side (two children, two servers): --quick stays < 2 min;
-            # each ratio compares a run with itself, so sharing the machine moves both of its terms
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(len(cases)) as pool:
-                results = [f.result() for f in [pool.submit(case, True) for case in cases]]
-        else:
-            results = [case(args.quick) for case in cases]
+        results = [case(args.quick) for case in cases]
         for lines in results:
             print("\n".join(lines))
         print(f"outage cases: {time.time() - t0:.0f} s wall")
