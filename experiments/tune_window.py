@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="experiment YAML with a sweep section")
+    parser.add_argument("--config", type=Path, action="append", default=None,
+                        help="experiment YAML with a sweep section; repeat to layer files (later ones override)")
     parser.add_argument("--smoke-test", action="store_true", help="2 tiny trials of the debug preset (CI)")
     parser.add_argument("--resume", action="store_true", help="restore the sweep named sweep.name and finish it")
     parser.add_argument("--dry-run", action="store_true",
@@ -62,7 +63,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)  # key=value overrides before or after the flags
     try:
-        cfg = load_config(args.config, (SMOKE_OVERRIDES if args.smoke_test else []) + list(args.overrides))
+        cfg = load_config(args.config or [DEFAULT_CONFIG], (SMOKE_OVERRIDES if args.smoke_test else []) + list(args.overrides))
     except ConfigError as exc:
         print(f"tune_window: {exc}", file=sys.stderr)
         return 2

@@ -61,3 +61,19 @@ def test_config_files_layer_on_the_command_line(tmp_path, capsys):
 def test_config_refuses_a_yaml11_boolean_naming_the_field(capsys):
     assert main(["config", "train.use_gpu=yes"]) == 2
     assert "'train.use_gpu' = 'yes' is invalid: must be true or false" in capsys.readouterr().err
+
+
+def test_tune_window_layers_config_files_too(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+    import tune_window
+
+    small = tmp_path / "small.yaml"
+    small.write_text("sweep:\n  metric: eval/fvd\n")  # layered over the sweep file: refused in the dry run
+    rc = tune_window.main(["--dry-run", "--config", SWEEP_YAML, "--config", str(small),
+                           f"experiment.workdir={tmp_path / 'w'}", f"storage.root={tmp_path / 'r'}",
+                           f"tracking.uri=sqlite:///{tmp_path}/m.db"])
+    assert rc == 2
+    assert "sweep.metric = 'eval/fvd' is never logged with eval.extractor=synthc3d" in capsys.readouterr().err
