@@ -607,6 +607,23 @@ def west_bucket(s3_server, monkeypatch, tmp_path):
     return make
 
 
+@pytest.fixture
+def starts_no_ray(monkeypatch):
+    """Fails the test if it calls ``ray.init`` (another test of the session may already have connected
+    this process to the suite's shared Ray, so ``ray.is_initialized()`` alone cannot tell)."""
+    import ray
+
+    before, calls = ray.is_initialized(), []
+
+    def refuse(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise AssertionError(f"the dry run called ray.init{args or ''}{kwargs or ''}")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    yield calls
+    assert not calls and ray.is_initialized() == before
+
+
 def _dry_run(argv: list[str], capsys) -> tuple[int, str, str]:
     import tune_window
 
@@ -618,11 +635,10 @@ def _dry_run(argv: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("dataset", DATASET_CONFIGS)
 def test_readme_command_passes_the_dry_run_for_every_dataset_config(dataset, west_bucket, monkeypatch, capsys,
-                                                                      tmp_path):
+                                                                      tmp_path, starts_no_ray):
     """cluster/README.md's submit command, as written (bucket name and dataset name filled in), passes
     `--dry-run` on each cluster file's declared node types: the launcher's bootstrap config on the head
     (aws.yaml, gcp.yaml), or the RayCluster (KubeRay); it starts no Ray and no MLflow run."""
-    import ray
 
     bucket = west_bucket("your-bucket")
     argv = [a.replace("YOUR-BUCKET", bucket).replace("ucf101", dataset) for a in _readme_submit_argv()]
@@ -642,7 +658,7 @@ def test_readme_command_passes_the_dry_run_for_every_dataset_config(dataset, wes
         assert "GPU: 1" in out and "per trial: 8 Train workers" in out
         accelerator = {"aws.yaml": "A10G", "gcp.yaml": "L4"}.get(cluster_file)  # the cheapest that hosts 8
         assert (f"accelerator: {accelerator} for every trial" in out) == bool(accelerator), out
-    assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
+    assert not starts_no_ray and not (tmp_path / "mlflow.db").exists()
 
 
 def test_rayjob_entrypoint_passes_the_dry_run(west_bucket, monkeypatch, capsys):
@@ -665,9 +681,9 @@ def test_rayjob_entrypoint_passes_the_dry_run(west_bucket, monkeypatch, capsys):
     assert f"s3://{bucket}/" in out and "region us-west-2" in out
 
 
-def test_dry_run_refuses_with_exit_2_and_names_every_problem(west_bucket, monkeypatch, capsys, tmp_path):
+def test_dry_run_refuses_with_exit_2_and_names_every_problem(west_bucket, monkeypatch, capsys, tmp_path,
+                                                             starts_no_ray):
     """A refused dry run: exit 2, one line per refusal, nothing started; the CLI's sweep does the same."""
-    import ray
     from conftest import free_port
 
     from arvid_ray import cli
@@ -693,7 +709,7 @@ def test_dry_run_refuses_with_exit_2_and_names_every_problem(west_bucket, monkey
                      "eval.extractor=synthc3d"]) == 2  # the quality metric would never be logged
     assert "sweep.metric = 'eval/fvd' is never logged with eval.extractor=synthc3d" in capsys.readouterr().err
     assert cli.main(["sweep", "--config", str(ROOT / config), "--dry-run", f"data.source=s3://{bucket}/none"]) == 2
-    assert not ray.is_initialized() and not (tmp_path / "mlflow.db").exists()
+    assert not starts_no_ray and not (tmp_path / "mlflow.db").exists()
 
 
 # --------------------------------------------------------------- identity, registry, CUDA, scheduling
