@@ -11,13 +11,13 @@ PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 
 # Modules allowed to import each framework (DESIGN.md). Paths are relative module names.
 RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "searcher", "evaluate", "preflight",
-          "console"}  # console: quiets the frameworks' own logging where Ray starts
+          "console", "ray_session"}  # console: quiets the frameworks' own logging where Ray starts
 MLFLOW_OK = {"tracking.tracker", "tracking.journal", "tracking.server", "sweep"}  # the tracking package
 OPTUNA_OK = {"sweep", "searcher", "console"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.
 LAYERS = [
-    {"config", "schemas", "storage", "console", "cuda_check"},
+    {"config", "schemas", "storage", "console", "cuda_check", "ray_session"},
     {"video"},
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},
