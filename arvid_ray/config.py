@@ -175,14 +175,16 @@ class DataConfig:
     """Most decode actors per stream (0 = one per read unit: the pool grows with the cluster)."""
     decode_batch_size: int = 0
     """Videos per decode call (one planned read unit); 0 = auto: about 96 MiB of decoded frames per
-    call, at most 256 videos. Each Ray Data call costs ~25 ms fixed (bench_decode at 64x64x33: 32 →
-    0.70x, 64 → 0.77x, 128 → 0.79x, 248 → 0.85x of single-process PyAV per core)."""
+    call, at most 256 videos. Each Ray Data call has a fixed cost, so larger calls get closer to
+    single-process PyAV per core (experiments/benchmarks/RESULTS.md, "bench_decode.py — corrected
+    estimator and larger decode calls")."""
     prefetch_batches: int = 2
     """Batches prefetched by iter_torch_batches."""
     worker_cache_mb: int = 512
     """Keep a worker's token shard in memory after one complete pass when it fits in this many MiB;
     later epochs reshuffle it locally instead of restarting the Ray Data stream (each restart stalls
-    training ~10 s: worker start-up, listing, reading). Train shards only when their rows are fixed (a
+    training for worker start-up, listing and reading: experiments/benchmarks/RESULTS.md,
+    "bench_train.py — after removing two Ray Train stalls"). Train shards only when their rows are fixed (a
     token cache at data.tokens_path, or datasets passed to launch) — clips tokenized on the fly get
     fresh random starts every pass; validation always. 0 = off."""
     train_split: str = "train"
@@ -314,8 +316,9 @@ class ObjectiveConfig:
     """ReCo form: raw = mean ||h_{i+1} - h_i||^2 / D of the gained final-norm state (lowered for free by scaling
     the gain against the head); relative = ||Δh||^2 / mean(||h_i||^2, ||h_{i+1}||^2); normalized = mean
     ||n(h_{i+1}) - n(h_i)||^2, n the RMS normalisation without a gain (no reparametrisation lowers it), summed
-    over channels as PAPER.md's formula: λ on the paper's scale, ~D x raw's (λ = 0.1 stalls learning at D = 64,
-    RESULTS.md; use λ ≈ raw's λ / D)."""
+    over channels as docs/paper.md's formula: λ on the paper's scale, ~D x raw's (λ = 0.1 stalls learning at
+    D = 64: experiments/benchmarks/RESULTS.md, "Issue 24 — the full method's cost, FLOPs limit, ReCo form";
+    use λ ≈ raw's λ / D)."""
 
     def __post_init__(self) -> None:
         _check_range("objective.window_frames", self.window_frames, 1)
@@ -369,7 +372,8 @@ class SamplingConfig:
     """Decode precision: auto = bf16 autocast (and a bf16 KV cache) on GPU, fp32 on CPU."""
     compile: Literal["auto", "on", "off"] = "auto"
     """torch.compile the decode step (static shapes): auto = on for GPU, off on CPU, where compiling costs more
-    than it saves at evaluation sizes (bench_sampling measures both)."""
+    than it saves at evaluation sizes (bench_sampling measures both: experiments/benchmarks/RESULTS.md,
+    "bench_sampling.py")."""
     cuda_graphs: bool = True
     """On GPU, replay the decode step from a CUDA graph (no per-op launch cost)."""
     batch_size: int = 0
@@ -432,7 +436,8 @@ class TrainConfig:
     """Least seconds between Ray Train reports that carry only metrics (checkpoints, validations and
     the last step always report; MLflow and metrics.jsonl still get every train.log_every step).
     Train V2's controller takes one report per 2 s poll and a worker blocks until then, so reporting
-    every few fast steps would stall training (bench_train: 70 → 195 ms/step at 10 steps per report)."""
+    every few fast steps would stall training (experiments/benchmarks/RESULTS.md, "bench_train.py — after
+    removing two Ray Train stalls")."""
     num_workers: int = 1
     """Ray Train workers (0 = run the loop in the calling process, no Ray)."""
     use_gpu: bool = False

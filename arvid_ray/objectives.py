@@ -21,19 +21,20 @@ is always in the loss besides the sampled window. Frame 0 is run with grad as a 
 no video context); the window then reads frame 0's keys/values *detached*, like the rest of its prefix,
 so the window's loss and gradients are exactly plain Local Opt.'s and frame 0 adds ``hw`` grad positions.
 
-ReCo [ours, see PAPER.md]: ``reco_weight * mean_i ||n(h_{i+1}) - n(h_i)||^2`` over adjacent hidden states of
+ReCo [ours, see docs/paper.md]: ``reco_weight * mean_i ||n(h_{i+1}) - n(h_i)||^2`` over adjacent hidden states of
 the loss region (the states that predict the window's tokens), along the token sequence or between the
 same spatial position in consecutive latent frames. ``n`` is the RMS normalisation *without* the learnable
 gain, applied to the chosen layer's residual stream (at the default last layer: before the final norm, so
 before its gain): the final norm's gain and the head can trade any scale or per-channel factor without
-changing ReCo, so no reparametrisation lowers it, and the sum over channels is PAPER.md's formula, so λ is
+changing ReCo, so no reparametrisation lowers it, and the sum over channels is docs/paper.md's formula, so λ is
 on the paper's scale (``||n(h)||² = D``: a pair's term lies in [0, 4D]). That is ``reco_form="normalized"``.
-It is not the default: at the paper's scale λ = 0.1 makes ReCo ~4x the CE at init (D = 64; ~50x at
-D = 768) and the debug model stopped learning (CE 2.51 vs 0.25 after 200 steps, RESULTS.md), so the
-shipped λ grids would first need dividing by ~D. The default stays ``raw`` = mean ``||h_{i+1} - h_i||^2 / D``
-of the gained final-norm state — lowered for free by scaling the gain by c and the head by 1/c (ReCo × c²,
-logits unchanged), and its /D makes λ up to D times weaker than the paper's (bench_reco_forms found the
-escape not taken at λ ≤ 1 in 400 steps) — and ``relative`` divides ``raw``'s pairs by their mean ``||h||²``
+It is not the default: at the paper's scale λ = 0.1 makes ReCo several times the CE at init (more so as D
+grows) and the debug model stopped learning (experiments/benchmarks/RESULTS.md, "Issue 24 — the full
+method's cost, FLOPs limit, ReCo form"), so the shipped λ grids would first need dividing by ~D. The default
+stays ``raw`` = mean ``||h_{i+1} - h_i||^2 / D`` of the gained final-norm state — lowered for free by
+scaling the gain by c and the head by 1/c (ReCo × c², logits unchanged), and its /D makes λ up to D times
+weaker than the paper's (whether training takes that escape: RESULTS.md, "bench_reco_forms.py — ReCo raw vs
+scale-invariant `relative`") — and ``relative`` divides ``raw``'s pairs by their mean ``||h||²``
 (scale-free, but per-channel gain changes still lower it). A λ tuned under ``raw`` is about λ/D here.
 Pairs never straddle two loss regions (frame 0 and the window).
 """

@@ -1,7 +1,7 @@
 """Shared fixtures: one local Ray instance per session, and real servers on 127.0.0.1.
 
 Ray is started once with more logical CPUs than the 2 physical cores of CI so that a Tune driver,
-Train workers and Ray Data tasks never starve each other (see RAY_NOTES.md). Servers (MLflow, an
+Train workers and Ray Data tasks never starve each other (see docs/ray_notes.md). Servers (MLflow, an
 S3-compatible moto server) are real processes the tests start themselves.
 """
 

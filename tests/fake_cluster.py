@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 from conftest import free_port
 
-HEAD_CPUS = 4  # logical CPUs: sweep driver + trial drivers + Ray Data decode (RAY_NOTES.md: never starve Data)
+HEAD_CPUS = 4  # logical CPUs: sweep driver + trial drivers + Ray Data decode (docs/ray_notes.md: never starve Data)
 WORKER_CPUS = 2
 HEAD_NODE_ID = "f" * 51 + "00000"  # the fake provider's id for the head (workers count up from 00001)
 

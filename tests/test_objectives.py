@@ -353,7 +353,7 @@ def test_relative_reco_ignores_rescaling_the_final_norm_gain_against_the_head(fo
 
 def test_normalized_reco_ignores_any_gain_and_is_the_papers_sum_over_channels():
     """The gain-free form: a per-channel rescaling of the final norm's gain against the head (which only the
-    ``relative`` form's scale-freeness does not cover) leaves CE and ReCo unchanged, and ReCo is PAPER.md's
+    ``relative`` form's scale-freeness does not cover) leaves CE and ReCo unchanged, and ReCo is docs/paper.md's
     mean over pairs of ||Δh||² (summed over channels, no /D) of the gain-free RMS-normalised residual stream."""
     cfg = _cfg(**{"objective.kind": "full", "objective.reco_weight": 0.1, "objective.reco_form": "normalized"})
     model, batch = _model(cfg), _batch(cfg)
