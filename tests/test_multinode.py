@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("unshare") is No
 
 
 def _driver_command(workdir: Path, s3: str, steps: int, bootstrap: Path | None = None,
-                    gpu: bool = True) -> list[str]:
+                    gpu: bool = True, ckpt_every: int = 10) -> list[str]:
     """The README's cluster line, in a private mount namespace (tmpfs over workdir and ~/.cache).
 
     ``bootstrap``: the cluster's autoscaling config, bind-mounted read-only at ``~/ray_bootstrap_config.yaml``
@@ -48,7 +48,7 @@ def _driver_command(workdir: Path, s3: str, steps: int, bootstrap: Path | None =
     home = workdir / "home"
     sweep = [sys.executable, "experiments/tune_window.py", "--smoke-test",
              f"storage.root=s3://{BUCKET}/rf", f"storage.s3_endpoint={s3}", f"experiment.workdir={workdir}",
-             f"train.steps={steps}", "train.ckpt_every=10", "train.log_every=10", "train.report_every=10",
+             f"train.steps={steps}", f"train.ckpt_every={ckpt_every}", "train.log_every=10", "train.report_every=10",
              "train.resource_timeout_s=300", "data.decode_cpus=1", "train.num_workers=1",
              "train.cpus_per_worker=1"]
     if gpu:  # scheduling asks for a GPU per worker; the fake GPUs are labels, so train on CPU with gloo
@@ -88,20 +88,25 @@ def _checkpoints(s3) -> list[str]:
                    if k["Key"].endswith("/checkpoint_manager_snapshot.json")})
 
 
-def _kill_a_training_node(cluster: FakeCluster, s3, stop: threading.Event, killed: list, trials: int = 2) -> None:
-    """Once every trial of the sweep has a checkpoint in S3 (and Ray Train has had a few seconds to
-    register it), kill the raylet of a node running a Train worker: whichever trial it serves must then
-    resume from its checkpoint, not from step 0."""
-    while not stop.is_set():
-        if len(_checkpoints(s3)) >= trials and _train_worker_nodes(cluster.dashboard):
-            stop.wait(5.0)
-            for node in _train_worker_nodes(cluster.dashboard):
+def _kill_a_training_node(cluster: FakeCluster, s3, stop: threading.Event, killed: list, trials: int = 2,
+                          log_path: Path | None = None) -> None:
+    """Once every trial of the sweep has a registered checkpoint in S3, kill the raylet of a node running a
+    Train worker: whichever trial it serves must then resume from its checkpoint, not from step 0. Every
+    poll is written to ``log_path`` (when the kill came, what was seen) for a look after a failure."""
+    t0 = time.time()
+    with open(log_path or os.devnull, "w") as log:
+        while not stop.is_set():
+            ckpts = _checkpoints(s3)
+            nodes = _train_worker_nodes(cluster.dashboard) if len(ckpts) >= trials else set()
+            print(f"{time.time() - t0:7.1f}s checkpoints={ckpts} train_nodes={sorted(nodes)}", file=log, flush=True)
+            for node in nodes:
                 pid = _raylet_of(cluster, node)
                 if pid is not None:
                     os.kill(pid, signal.SIGKILL)
                     killed.append((node, pid, time.time()))
+                    print(f"{time.time() - t0:7.1f}s killed raylet {pid} of node {node}", file=log, flush=True)
                     return
-        stop.wait(0.5)
+            stop.wait(0.5)
 
 
 @pytest.mark.timeout(1500)
@@ -126,10 +131,14 @@ def test_sweep_on_autoscaling_cluster_with_private_driver_disk(s3_server, mlflow
             env.pop(name, None)  # node types only from the mounted bootstrap config
         log_path = artifacts_dir / "multinode-driver.log"  # kept for a look after a failure
         stop, killed = threading.Event(), []
-        killer = threading.Thread(target=_kill_a_training_node, args=(cluster, s3, stop, killed), daemon=True)
+        killer = threading.Thread(target=_kill_a_training_node, args=(cluster, s3, stop, killed),
+                                  kwargs={"log_path": artifacts_dir / "multinode-killer.log"}, daemon=True)
         killer.start()
         with open(log_path, "w") as log:
-            proc = subprocess.run(_driver_command(workdir, s3_server, steps=60,
+            # ~0.1 s a step here: 300 steps leave tens of seconds between the first registered checkpoint
+            # (step 50; Ray Train writes its snapshot seconds after the report) and the trial's end, so
+            # the kill lands mid-training even on a loaded machine (60 steps left ~4 s: a flake in CI)
+            proc = subprocess.run(_driver_command(workdir, s3_server, steps=300, ckpt_every=50,
                                                   bootstrap=Path(cluster.temp_dir) / "autoscaler.yaml"),
                                   env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=1400)
         stop.set()
@@ -158,7 +167,8 @@ def test_sweep_on_autoscaling_cluster_with_private_driver_disk(s3_server, mlflow
         assert all("eval/fd_synthc3d" in r.data.metrics for r in trial_runs)
         # the killed trial resumed from its checkpoint (tagged by rank 0 of the new attempt)
         resumed = [r.data.tags["arvid.resumed_from"] for r in trial_runs if "arvid.resumed_from" in r.data.tags]
-        assert resumed and all(f"{BUCKET}/rf/runs/" in t and "/step_" in t for t in resumed), (resumed, out[-4000:])
+        assert resumed and all(f"{BUCKET}/rf/runs/" in t and "/step_" in t for t in resumed), \
+            (resumed, (artifacts_dir / "multinode-killer.log").read_text()[-3000:], out[-3000:])
         # trial workers ran on autoscaled GPU worker nodes, and the cluster scaled back down afterwards
         assert "gpu_worker" in (Path(cluster.temp_dir) / "session_latest" / "logs" / "monitor.log").read_text()
         deadline = time.time() + 120
