@@ -1,16 +1,14 @@
 """ExperimentConfig → a training run: a Ray Train ``TorchTrainer`` (or the same loop in-process).
 
-Design trade-off: run names are *stable* — ``train.run_name`` or experiment name + a short hash of the
-resolved config (no timestamp) — so re-launching the same config, a Ray retry or a Tune restore resumes
-from the run's latest checkpoint instead of starting over; the price is that two deliberately separate
-runs of one config must be given different ``train.run_name``s. The MLflow run is created here, in the
-driver, and handed to rank 0 by id, so that worker-group restarts keep logging into one run.
+Design trade-off: the MLflow run is created here, in the driver, and handed to rank 0 by id, so that
+worker-group restarts keep logging into one run; the run's name and where its files live come from
+``arvid_ray.runs`` (stable names: a relaunch resumes from the run's latest checkpoint). The end-of-run
+evaluation is ``arvid_ray.evaluate.final_eval``, handed to the workers as a hook, so this module calls
+into evaluation and never the reverse.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -20,34 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from arvid_ray.config import ExperimentConfig
-from arvid_ray.tracking import Tracker, resolve_tracking_uri
+from arvid_ray.runs import local_run_dir as _local_run_dir
+from arvid_ray.runs import resolve_for_workers, run_location, run_name, sync_run_dir, train_storage
+from arvid_ray.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
+# run_name, train_storage, run_location, resolve_for_workers (and _local_run_dir, sync_run_dir): arvid_ray.runs,
+# importable from here as before
 __all__ = ["launch", "build_trainer", "run_name", "train_storage", "run_location", "resolve_for_workers",
-           "LaunchResult"]
-
-# Fields that do not change what is trained; they are left out of the run-name hash.
-_NOT_IDENTITY = (
-    "tracking.",
-    "sweep.",
-    "experiment.workdir",
-    "storage.",
-    "train.run_name",
-    "train.storage_path",
-    "train.resources_per_worker",
-    "train.accelerator_type",
-    "train.resource_timeout_s",
-    "train.report_every",
-    "train.parallelism",  # full state dicts: a run resumes under either parallelism
-    "train.activation_checkpointing",
-    "train.fail_at_step",
-    "train.max_failures",
-    "train.log_every",
-    "train.num_workers",
-    "train.cpus_per_worker",
-    "train.final_eval",
-)
+           "LaunchResult", "sync_run_dir"]
 
 
 @dataclass
@@ -57,82 +37,6 @@ class LaunchResult:
     checkpoint: str | None
     metrics: dict[str, float] = field(default_factory=dict)
     mlflow_run_id: str | None = None
-
-
-def run_name(cfg: ExperimentConfig) -> str:
-    """cfg.train.run_name, else '<experiment>-<8 hex of the config hash>' (stable, no timestamp)."""
-    if cfg.train.run_name:
-        return cfg.train.run_name
-    flat = {k: v for k, v in cfg.to_flat().items() if not k.startswith(_NOT_IDENTITY)}
-    digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{cfg.experiment.name}-{digest}"
-
-
-def train_storage(cfg: ExperimentConfig) -> str:
-    """Ray Train storage: ``train.storage_path`` (local dir or URI), else ``<storage root>/runs``."""
-    from arvid_ray import storage as st
-
-    path = cfg.train.storage_path
-    return st.absolute(path) if path else st.join(st.storage_root(cfg), "runs")
-
-
-def run_location(cfg: ExperimentConfig) -> str:
-    """The run's directory under Train storage (metrics.jsonl, eval samples, fault marker): a local path
-    on one machine, a URI under the storage root on a cluster."""
-    from arvid_ray import storage as st
-
-    return st.join(train_storage(cfg), run_name(cfg))
-
-
-def resolve_for_workers(cfg: ExperimentConfig) -> ExperimentConfig:
-    """Make every path and URI absolute and fix the run name and storage root: Ray workers run in another
-    directory, on other nodes, with another environment (ARVID_STORAGE is read here, on the driver)."""
-    from arvid_ray import storage as st
-
-    return cfg.replace(
-        **{
-            "experiment.workdir": str(cfg.experiment.workdir_path()),
-            "storage.root": st.storage_root(cfg),
-            "tracking.uri": resolve_tracking_uri(cfg) if cfg.tracking.enabled else cfg.tracking.uri,
-            "train.run_name": run_name(cfg),
-        }
-    )
-
-
-def _local_run_dir(cfg: ExperimentConfig) -> Path:
-    """A local directory for the run's files: the run location itself when it is local, else a staging
-    directory on this node whose contents are uploaded to the run location (``sync_run_dir``)."""
-    import tempfile
-
-    from arvid_ray import storage as st
-
-    where = run_location(cfg)
-    if not st.is_remote(where):
-        return Path(where)
-    return Path(tempfile.gettempdir()) / "arvid-ray-runs" / run_name(cfg)
-
-
-def sync_run_dir(cfg: ExperimentConfig, local: Path) -> None:
-    """Upload the staged run files to the run location when it is remote (no-op locally)."""
-    from arvid_ray import storage as st
-
-    where = run_location(cfg)
-    if st.is_remote(where) and local.is_dir():
-        st.upload_dir(str(local), where, cfg.storage)
-
-
-def _final_eval(cfg: ExperimentConfig, model, tracker=None, out_dir=None) -> dict[str, float]:
-    """The end-of-run evaluation (rank 0, before the last report): samples, FD, consistency, drift.
-    Its files are uploaded to the run location when that is remote (rank 0 may be a spot node)."""
-    from arvid_ray.evaluate import evaluate_model
-    from arvid_ray.tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg.tokenizer, device=str(next(model.parameters()).device))
-    local = _local_run_dir(cfg)
-    out_dir = Path(out_dir) if out_dir is not None else local / "eval"
-    metrics = evaluate_model(cfg, model, tokenizer, out_dir=out_dir, tracker=tracker, step=cfg.train.steps)
-    sync_run_dir(cfg, local)
-    return metrics
 
 
 def _start_tracking(cfg: ExperimentConfig, run_dir: Path) -> tuple[ExperimentConfig, str | None]:
@@ -153,6 +57,7 @@ def build_trainer(
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from arvid_ray.evaluate import final_eval
     from arvid_ray.train.worker import train_worker
 
     cfg = resolve_for_workers(cfg)
@@ -183,7 +88,7 @@ def build_trainer(
             "run_dir": str(run_dir),
             "has_val": "val" in datasets,
             "fixed_train_rows": fixed_rows,
-            "final_hook": _final_eval if cfg.train.final_eval else None,
+            "final_hook": final_eval if cfg.train.final_eval else None,
         },
         torch_config=TorchConfig(backend=backend),
         scaling_config=ray.train.ScalingConfig(
@@ -221,6 +126,7 @@ def _train_storage_args(cfg: ExperimentConfig) -> dict[str, Any]:
 def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
     """train.num_workers=0: the loop in this process over local_token_batches, no Ray."""
     from arvid_ray.data import local_token_batches
+    from arvid_ray.evaluate import final_eval
     from arvid_ray.train import checkpoint as ckpt
     from arvid_ray.train.loop import LocalReporter, cycle, train_loop
 
@@ -245,7 +151,7 @@ def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
             reporter=LocalReporter(tracker, ckpt_root, cfg.train.keep_checkpoints),
             val_batches=val,
             resume_from=resume,
-            final_hook=partial(_final_eval, tracker=tracker, out_dir=run_dir / "eval")
+            final_hook=partial(final_eval, tracker=tracker, out_dir=run_dir / "eval")
             if cfg.train.final_eval
             else None,
         )
@@ -265,14 +171,10 @@ def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
 
 def _init_local_ray(cfg: ExperimentConfig) -> None:
     """Connect to RAY_ADDRESS if set; else start local Ray with CPUs left for Ray Data beyond the workers
-    (with every CPU taken by workers the dataset never starts — see RAY_NOTES.md)."""
-    import ray
+    (with every CPU taken by workers the dataset never starts — see docs/ray_notes.md)."""
+    from arvid_ray.ray_session import connect, cpus_for_workers
 
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    needed = math.ceil(max(1, cfg.train.num_workers) * cfg.train.cpus_per_worker) + 2
-    ray.init(num_cpus=max(os.cpu_count() or 1, needed))
+    connect(max(os.cpu_count() or 1, cpus_for_workers(cfg.train.num_workers, cfg.train.cpus_per_worker)))
 
 
 def launch(cfg: ExperimentConfig, datasets: dict[str, Any] | None = None) -> LaunchResult:
@@ -283,10 +185,7 @@ def launch(cfg: ExperimentConfig, datasets: dict[str, Any] | None = None) -> Lau
     check_inputs(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")))  # before Ray starts or any run exists
     if cfg.train.num_workers == 0:
         return _launch_local(cfg)
-    import ray
-
-    if not ray.is_initialized():
-        _init_local_ray(cfg)
+    _init_local_ray(cfg)  # a process already connected (a sweep's trial, a test session) stays as it is
     check_resources(cfg)
     cfg, run_id = _start_tracking(cfg, _local_run_dir(cfg))
     result = build_trainer(cfg, datasets=datasets).fit()

@@ -143,7 +143,7 @@ def test_evaluate_debug_checkpoint_on_ray_logs_to_mlflow(tmp_path, ray_session, 
 def test_fd_recon_is_a_floor_the_model_and_the_shuffled_control_stay_above(tmp_path):
     import torch
 
-    from arvid_ray.evaluate import _sample, reconstruction_fd
+    from arvid_ray.evaluate.rollouts import reconstruction_fd, sample_videos
     from arvid_ray.metrics.trajectory import ground_truth_drift
     from arvid_ray.model import build_model
     from arvid_ray.tokenizer import load_tokenizer
@@ -156,7 +156,7 @@ def test_fd_recon_is_a_floor_the_model_and_the_shuffled_control_stay_above(tmp_p
     floor = evaluate_videos(real, clips.frames[16:], ext)["eval/fd_floor"]
     torch.manual_seed(0)
     model = build_model(cfg.model, tok.vocab_size, cfg.latent_shape())  # an untrained model
-    videos = _sample(model, tok, cfg, cfg.latent_frames(), clips.labels[:16], clips.captions[:16])
+    videos = sample_videos(model, tok, cfg, cfg.latent_frames(), clips.labels[:16], clips.captions[:16])
     model_fd = evaluate_videos(real, videos, ext)["eval/fd_synthc3d"]
     # the shuffled control on the best a model could do: real clips' tokens with their latent frames permuted
     with torch.no_grad():
@@ -179,18 +179,19 @@ def test_shuffled_control_resamples_the_same_model_with_the_same_seeds_frames_sh
     import torch
 
     from arvid_ray import evaluate
+    from arvid_ray.evaluate import rollouts
     from arvid_ray.model import build_model
     from arvid_ray.tokenizer import load_tokenizer
 
     calls = []
-    real_sample = evaluate._sample
+    real_sample = rollouts.sample_videos
 
     def recording(model, tokenizer, cfg, num_latent, labels, captions, *, prompt=None, seed=0):
         if prompt is None:
             calls.append((num_latent, seed, cfg.sampling.shuffle_frames))
         return real_sample(model, tokenizer, cfg, num_latent, labels, captions, prompt=prompt, seed=seed)
 
-    monkeypatch.setattr(evaluate, "_sample", recording)
+    monkeypatch.setattr(rollouts, "sample_videos", recording)
     cfg = _cfg(tmp_path, **{"eval.trajectory_videos": 0, "eval.shuffled_control": True})
     tok = load_tokenizer(cfg.tokenizer)
     torch.manual_seed(0)
@@ -214,6 +215,7 @@ def test_evaluating_a_checkpoint_scores_its_weight_average_when_it_has_one(tmp_p
     import torch
 
     from arvid_ray import evaluate
+    from arvid_ray.evaluate import run
     from arvid_ray.model import build_model
     from arvid_ray.tokenizer import load_tokenizer
     from arvid_ray.train.checkpoint import save_checkpoint
@@ -225,13 +227,13 @@ def test_evaluating_a_checkpoint_scores_its_weight_average_when_it_has_one(tmp_p
     ckpt = save_checkpoint(tmp_path / "run" / "step_0000003", cfg, step=3, data_position=0, model=raw,
                            ema={"weights": avg.state_dict(), "n_averaged": 3})
     scored = []
-    real = evaluate.evaluate_model
+    real = run.evaluate_model
 
     def recording(cfg, model, tokenizer, **kwargs):
         scored.append({k: v.clone() for k, v in model.state_dict().items()})
         return real(cfg, model, tokenizer, **kwargs)
 
-    monkeypatch.setattr(evaluate, "evaluate_model", recording)
+    monkeypatch.setattr(run, "evaluate_model", recording)
     out = evaluate.evaluate_checkpoint(cfg, ckpt, out_dir=tmp_path / "out", use_ray=False)
     assert math.isfinite(out["metrics"]["eval/fd_synthc3d"])
     assert torch.equal(scored[0]["head.weight"], avg.state_dict()["head.weight"])
@@ -244,7 +246,7 @@ def test_sampling_batch_size_sets_the_generation_chunk_apart_from_pixel_decoding
     decoded eval.batch_size at a time. 0 keeps eval.batch_size for both."""
     import torch
 
-    from arvid_ray import evaluate
+    from arvid_ray.evaluate import rollouts
 
     generated, decoded = [], []
 
@@ -257,10 +259,10 @@ def test_sampling_batch_size_sets_the_generation_chunk_apart_from_pixel_decoding
             decoded.append(len(tokens))
             return torch.zeros(len(tokens), 3, 4, 4, 3)
 
-    monkeypatch.setattr(evaluate, "_generate", fake_generate)
+    monkeypatch.setattr(rollouts, "_generate", fake_generate)
     model = torch.nn.Linear(1, 1)
     for batch, gen_sizes, pix_sizes in [(8, [8, 2], [4, 4, 2]), (0, [4, 4, 2], [4, 4, 2])]:
         generated.clear(), decoded.clear()
         cfg = _cfg(tmp_path, **{"sampling.batch_size": batch})
-        videos = evaluate._sample(model, Tokenizer(), cfg, 2, list(range(10)), [""] * 10)
+        videos = rollouts.sample_videos(model, Tokenizer(), cfg, 2, list(range(10)), [""] * 10)
         assert videos.shape == (10, 3, 4, 4, 3) and generated == gen_sizes and decoded == pix_sizes

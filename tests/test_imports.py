@@ -10,7 +10,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 
 # Modules allowed to import each framework (DESIGN.md). Paths are relative module names.
-RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "searcher", "evaluate", "preflight",
+RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep", "searcher", "evaluate.run", "preflight",
           "console", "ray_session"}  # console: quiets the frameworks' own logging where Ray starts
 MLFLOW_OK = {"tracking.tracker", "tracking.journal", "tracking.server", "sweep"}  # the tracking package
 OPTUNA_OK = {"sweep", "searcher", "console"}
@@ -22,8 +22,10 @@ LAYERS = [
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},
     {"data", "objectives", "sampling", "tracking", "metrics"},
+    {"runs"},  # where a run lives: needs the tracking URI resolved, used by evaluate and launch
     {"train"},
-    {"launch", "evaluate", "report", "preflight"},
+    {"evaluate", "report", "preflight"},
+    {"launch"},  # calls evaluation (the final-evaluation hook), never the reverse
     {"sweep", "search", "searcher"},
     {"cli"},
 ]
@@ -46,6 +48,73 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
     return names
+
+
+def _module_edges() -> dict[str, set[str]]:
+    """arvid_ray module → the arvid_ray modules it imports, at module granularity (a package is its
+    __init__), from every import statement in the file: module level and inside functions alike, since a
+    function-level import only postpones a circle to the first call. ``from pkg import sub`` points at
+    the submodule ``pkg.sub`` when that is a module, else at ``pkg``."""
+    files = {("arvid_ray." + mod) if mod != "__init__" else "arvid_ray": path for mod, path in _modules()}
+
+    def known(name: str) -> str | None:  # the longest prefix of ``name`` that is one of our modules
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    edges: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        targets: set[str | None] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(known(alias.name) for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package, up level - 1 packages
+                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{anchor}.{base}" if base else anchor
+                targets.update(known(f"{base}.{alias.name}") if f"{base}.{alias.name}" in files else known(base)
+                               for alias in node.names)
+        edges[mod] = {t for t in targets if t and t != mod}
+    return edges
+
+
+def _find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
+    """One import circle as [a, b, ..., a], or None (depth-first search, deterministic order)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(mod: str) -> list[str] | None:
+        state[mod] = 1
+        path.append(mod)
+        for nxt in sorted(edges.get(mod, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[mod] = 2
+        return None
+
+    for mod in sorted(edges):
+        if mod not in state and (found := visit(mod)):
+            return found
+    return None
+
+
+def test_no_import_cycles_between_modules():
+    """Every arvid_ray module, one node each (so a circle inside one layer or one package counts too)."""
+    edges, circles = _module_edges(), []
+    while (cycle := _find_cycle(edges)) and len(circles) < 20:  # name each circle, not just the first
+        circles.append(" → ".join(cycle))
+        edges[cycle[-2]].discard(cycle[-1])
+    assert not circles, "import circles (move what both sides need into a lower module):\n" + "\n".join(circles)
+
+
+def test_cycle_finder_sees_a_function_level_circle():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
 
 
 def test_frameworks_only_in_edge_modules():

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arvid_ray import evaluate, sampling
+from arvid_ray import sampling
 from arvid_ray.config import ExperimentConfig, ModelConfig, SamplingConfig
+from arvid_ray.evaluate import rollouts
 from arvid_ray.model import build_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -59,5 +60,5 @@ def test_evaluation_samples_each_method_with_its_protocol(monkeypatch):
     monkeypatch.setattr(sampling, "generate", lambda *a, **k: seen.update(cfg=a[3], trained=k["trained_frames"]))
     base = ExperimentConfig().replace(**{"data.num_frames": 17, "data.resolution": 16})
     for kind, mode, anchor, trained in (("fewer_frames", "blockwise", False, 2), ("local", "sliding", True, 5)):
-        evaluate._generate(None, 2, 10, base.replace(**{"objective.kind": kind}), None, None, None, None)
+        rollouts._generate(None, 2, 10, base.replace(**{"objective.kind": kind}), None, None, None, None)
         assert (seen["cfg"].mode, seen["cfg"].anchor_first_frame, seen["trained"]) == (mode, anchor, trained)

@@ -170,7 +170,7 @@ def test_ray_data_progress_is_off_by_default_and_back_with_verbose(ray_session, 
 
 # ------------------------------------------------------------------------------ validation split
 def test_small_n_metrics_are_warned_with_their_n(caplog):
-    from arvid_ray.evaluate import _warn_small_n
+    from arvid_ray.evaluate.run import _warn_small_n
 
     metrics = {"eval/fd_synthc3d": 3.0, "eval/num_videos": 32.0, "eval/fd_floor": 1.0, "eval/fd_floor_n": 2.0,
                "eval/drift_2x": 5.0, "eval/drift_n": 4.0, "eval/drift_floor": 1.0, "eval/drift_floor_n": 4.0}

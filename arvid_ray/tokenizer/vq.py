@@ -27,6 +27,7 @@ from einops import rearrange
 from torch import nn
 
 from arvid_ray.tokenizer.autoencoder import CausalVideoAutoencoder, Decoder, Encoder
+from arvid_ray.tokenizer.checkpoint_format import CheckpointError, load_into, parse_arch
 from arvid_ray.tokenizer.codec import ConvTokenizer, state_dict_sha256
 
 __all__ = ["VectorQuantizer", "KEY_MAP", "map_vq_keys", "load_vq_checkpoint"]
@@ -125,8 +126,6 @@ class _VQAutoencoder(CausalVideoAutoencoder):
 
 def map_vq_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """Rename an external state dict's keys via KEY_MAP; unmapped keys raise CheckpointError."""
-    from arvid_ray.tokenizer.pretrained import CheckpointError
-
     mapped: dict[str, torch.Tensor] = {}
     unmapped = []
     for key, value in state.items():
@@ -155,8 +154,6 @@ def map_vq_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.T
 def load_vq_checkpoint(state: dict[str, torch.Tensor], header: dict[str, Any], path: Path,
                        ident_prefix: str) -> ConvTokenizer:
     """Build the VQ autoencoder described by ``header`` and load the mapped ``state`` into it."""
-    from arvid_ray.tokenizer.pretrained import CheckpointError, load_into, parse_arch
-
     mapped = map_vq_keys(state, path)
     book = mapped["quantizer.codebook"]
     if book.ndim != 2:

@@ -51,6 +51,7 @@ def bench_extractor(clips: np.ndarray) -> tuple[float, float]:
 
 def bench_evaluation(n: int, drift: list[int]) -> dict[str, float]:
     import arvid_ray.evaluate as ev
+    from arvid_ray.evaluate import rollouts
     from arvid_ray.model import build_model
     from arvid_ray.tokenizer import load_tokenizer
 
@@ -61,7 +62,7 @@ def bench_evaluation(n: int, drift: list[int]) -> dict[str, float]:
         tok = load_tokenizer(cfg.tokenizer)
         model = build_model(cfg.model, tok.vocab_size, cfg.latent_shape())
         spent = {"sampling": 0.0}
-        original = ev._sample
+        original = rollouts.sample_videos
 
         def timed_sample(*args, **kwargs):
             start = time.perf_counter()
@@ -70,11 +71,11 @@ def bench_evaluation(n: int, drift: list[int]) -> dict[str, float]:
             finally:
                 spent["sampling"] += time.perf_counter() - start
 
-        ev._sample = timed_sample
+        rollouts.sample_videos = timed_sample
         try:
             total = _timed(lambda: ev.evaluate_model(cfg, model, tok, out_dir=f"{tmp}/out"))
         finally:
-            ev._sample = original
+            rollouts.sample_videos = original
     return {"total_s": total, "sampling_s": spent["sampling"], "metrics_s": total - spent["sampling"]}
 
 
