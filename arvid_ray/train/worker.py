@@ -1,4 +1,4 @@
-"""The Ray Train worker: dataset shard → batches, device, reporter, checkpoints around the plain loop.
+"""The Ray Train worker: dataset shard, device, reporter, checkpoints around the plain loop.
 
 Design trade-off: the worker only wires Ray to ``train_loop`` — data parallelism (DDP or FSDP2) is applied
 inside the loop by ``parallel.parallelize`` from the process group Ray Train created, so the same code
@@ -6,6 +6,7 @@ runs in-process, under ``torch.multiprocessing`` and on a Ray cluster. Nothing h
 Ray's own report is the only cross-rank agreement, and when to report is a pure function of the step
 number (identical on every rank), because a collective on a CPU tensor fails under NCCL-only process
 groups ("No backend type associated with device type cpu") and every extra collective is a sync point.
+Turning the shard into epochs of batches (and caching it) is ``arvid_ray.train.batches``.
 """
 
 from __future__ import annotations
@@ -19,31 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.tracking import Tracker
 from arvid_ray.train import checkpoint as ckpt
+from arvid_ray.train.batches import collate_tokens, epoch_batches
 from arvid_ray.train.loop import SaveFn, cycle, train_loop
 
 log = logging.getLogger(__name__)
 
+# collate_tokens and epoch_batches live in arvid_ray.train.batches; importable from here as before
 __all__ = ["train_worker", "collate_tokens", "epoch_batches", "RayReporter", "FAIL_MARKER"]
 
 FAIL_MARKER = "fail_at_step.injected"
 FinalHook = Callable[..., dict[str, float]]  # (cfg, model, *, tracker, out_dir) -> metrics
-
-
-def collate_tokens(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Ray Data numpy batch → the objective's batch: tokens LongTensor [B, t, h, w], label [B], captions."""
-    # np.array copies: Ray hands out read-only views of its object store, which torch warns about
-    out: dict[str, Any] = {"tokens": torch.from_numpy(np.array(batch["tokens"], dtype=np.int64))}
-    if "label" in batch:
-        out["label"] = torch.from_numpy(np.array(batch["label"], dtype=np.int64))
-    if "caption" in batch:
-        out["caption"] = [str(c) for c in batch["caption"]]
-    return out
 
 
 @dataclass
@@ -96,77 +87,10 @@ class RayReporter:
 
 
 def _shard_batches(name: str, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -> Callable[[int], Iterator[dict]]:
+    """This worker's shard of dataset ``name`` as epochs of batches (``batches.epoch_batches``)."""
     import ray.train
 
     return epoch_batches(ray.train.get_dataset_shard(name), cfg, train, fixed_rows)
-
-
-def epoch_batches(shard, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -> Callable[..., Iterator[dict]]:
-    """(epoch, skip) → batches of ``shard`` (a Ray ``DataIterator``: this worker's shard of a dataset).
-
-    The first complete pass streams from Ray Data; if the shard fits ``data.worker_cache_mb`` and its
-    rows are the same every pass (``fixed_rows``: a token cache — not clips tokenized on the fly with
-    random starts; validation always), later passes replay it from memory, reshuffled per epoch
-    for training — a Ray Data re-execution per epoch costs seconds of stall that small datasets pay
-    every few dozen steps. Caching pins each worker to the rows of its first pass (like a sharded
-    sampler without a global reshuffle).
-
-    ``skip`` (resuming mid-epoch): a cached pass seeks exactly (no row is read); a stream cannot seek, so
-    it starts a fresh pass of the shard with another shuffle seed — no read is wasted, the interrupted
-    epoch's remaining rows are not reproduced (a restarted worker group gets a new split anyway).
-    """
-    limit = cfg.data.worker_cache_mb * 2**20
-    cacheable = limit > 0 and (not train or fixed_rows)
-    cached: dict[str, np.ndarray] | None = None  # the shard's rows, column by column
-
-    def stream(epoch: int, salt: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        shuffle = cfg.data.shuffle_buffer if train and cfg.data.shuffle_buffer > 0 else None
-        return iter(
-            shard.iter_batches(
-                batch_size=cfg.data.batch_size,
-                prefetch_batches=cfg.data.prefetch_batches,
-                batch_format="numpy",
-                drop_last=train,
-                local_shuffle_buffer_size=shuffle,
-                local_shuffle_seed=(cfg.experiment.seed + epoch + 7919 * salt) if shuffle else None,
-            )
-        )
-
-    def epoch_iter(epoch: int, skip: int = 0) -> Iterator[dict]:
-        nonlocal cached
-        if cached is not None:
-            seed = cfg.experiment.seed + epoch if train else None
-            yield from _replay(cached, cfg.data.batch_size, seed, train, skip)
-            return
-        if skip:
-            log.info("resuming inside epoch %d: a stream cannot seek, starting a fresh pass of the shard "
-                     "instead of re-reading %d batches", epoch, skip)
-        kept: list[dict[str, np.ndarray]] | None = [] if cacheable else None
-        size = 0
-        for batch in stream(epoch, salt=skip):
-            if kept is not None:
-                size += sum(v.nbytes for v in batch.values() if isinstance(v, np.ndarray))
-                if size <= limit:
-                    kept.append(batch)
-                else:
-                    kept = None  # too big: keep streaming every epoch
-            yield collate_tokens(batch)
-        if kept:  # a complete pass that fits: replay it from now on (concatenated once, here)
-            cached = {k: np.concatenate([b[k] for b in kept]) for k in kept[0]}
-
-    return epoch_iter
-
-
-def _replay(rows: dict[str, np.ndarray], batch_size: int, seed: int | None, drop_last: bool,
-            skip: int = 0) -> Iterator[dict]:
-    """Re-batch cached rows: in a seeded permutation (``seed``) or in their original order (None),
-    starting after the first ``skip`` batches."""
-    n = len(next(iter(rows.values())))
-    order = np.random.default_rng(seed).permutation(n) if seed is not None else np.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    for i in range(skip * batch_size, stop, batch_size):
-        idx = order[i : i + batch_size]
-        yield collate_tokens({k: v[idx] for k, v in rows.items()})
 
 
 def _fail_hook(cfg: ExperimentConfig, rank: int, world: int, run_dir: Path) -> Callable[[int], None] | None:
