@@ -109,7 +109,7 @@ def _train_tokenizer(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
 @command("train", "train the AR model: Ray Train TorchTrainer (train.num_workers=0: in-process, no Ray)")
 def _train(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
     from arvid_ray.launch import launch
-    from arvid_ray.sweep import check_resumable, trial_run_dir
+    from arvid_ray.sweep.driver import check_resumable, trial_run_dir
     from arvid_ray.tracking import end_open_run, tracking_summary
 
     check_resumable(cfg)  # a checkpoint that would be refused stops here, before any worker (no restarts)
@@ -155,43 +155,20 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="restore the sweep named sweep.name and finish it")
     p.add_argument("--dry-run", action="store_true",
                    help="run every pre-flight check, print what would be launched, start nothing (exit 0 or 2)")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="2 tiny trials (1 sampled + the baseline) of the debug preset: what CI runs "
+                        "(e.g. with --config experiments/configs/sweeps/tune_window.yaml)")
+    p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs for a local Ray instance")
 
 
-@command("sweep", "Ray Tune + Optuna sweep over the config's sweep.search_space", _sweep_args)
+@command("sweep", "Ray Tune + Optuna sweep over the config's sweep.search_space (what tune_window.py runs)",
+         _sweep_args)
 def _sweep(args: argparse.Namespace, cfg: ExperimentConfig) -> int:
-    if args.dry_run:
-        from arvid_ray.sweep import dry_run, print_dry_run
+    from arvid_ray.sweep.startup import SweepStart, sweep_main
 
-        plan, refused = dry_run(cfg, cluster=bool(os.environ.get("RAY_ADDRESS")))
-        return print_dry_run("arvid-ray sweep", plan, refused)
-    from arvid_ray.sweep import (
-        fresh_sweep_name,
-        names_sweep,
-        prepare_inputs,
-        resume_target,
-        run_sweep,
-        sweep_storage,
-    )
-
-    storage = sweep_storage(cfg)
-    if not args.resume:
-        cfg = fresh_sweep_name(cfg, storage)
-    else:  # a typo'd sweep.name is refused; a bare --resume finishes the latest interrupted sweep
-        cfg = resume_target(cfg, storage, named=names_sweep(list(args.overrides)))
-    result = run_sweep(prepare_inputs(cfg), storage_path=storage, restore=args.resume)
-    from arvid_ray.sweep import tracking_lines
-    from arvid_ray.tracking import ui_hint
-
-    print(result.headline())
-    for t in result.trials:
-        if t.status != "TERMINATED":
-            print(f"{t.status.lower()} {t.trial_id} [{t.role}]: {t.error or 'no final quality'}")
-    for line in tracking_lines(cfg, result):
-        print(line)
-    for t in result.best(3):
-        print(f"best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.4g} {t.params}")
-    print(ui_hint(result.tracking_uri))
-    return result.exit_code()
+    start = SweepStart(prog="arvid-ray sweep", command="arvid-ray sweep", resume=args.resume, dry_run=args.dry_run,
+                       num_cpus=args.num_cpus, overrides=(*args.preset_overrides, *args.overrides))
+    return sweep_main(cfg, start)
 
 
 # ---------------------------------------------------------------------------------------- evaluate
@@ -311,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = list(args.overrides) + overrides  # every key=value, wherever it stood
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args.preset_overrides = _preset_overrides(args)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, [*args.preset_overrides, *args.overrides])
     except ConfigError as exc:
         print(f"arvid-ray {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -340,6 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _preset_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides a flag stands for (``sweep --smoke-test``), applied before the command line's own."""
+    if getattr(args, "smoke_test", False):
+        from arvid_ray.sweep.startup import SMOKE_OVERRIDES
+
+        return list(SMOKE_OVERRIDES)
+    return []
 
 
 def _raise_interrupt(signum, frame):

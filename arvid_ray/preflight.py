@@ -262,18 +262,19 @@ def declared_node_types() -> list[NodeType]:
 def planned_node_types(num_cpus: int | None = None) -> list[NodeType]:
     """The node types a dry run checks against, starting nothing: a declared source when one exists (no
     Ray needed); else, with ``RAY_ADDRESS``, the connected cluster's (connecting starts no work); else the
-    local machine as ``tune_window.py`` would start Ray on it (``num_cpus`` logical CPUs, its GPUs)."""
+    local machine as the sweep start-up would start Ray on it (``num_cpus`` logical CPUs, its GPUs)."""
     if found := _declared():
         return found
     if os.environ.get("RAY_ADDRESS"):
-        import ray
+        from arvid_ray import ray_session
 
-        if not ray.is_initialized():
-            ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        ray_session.connect(log_to_driver=False)  # RAY_ADDRESS is set: connects, starts no Ray
         return declared_node_types()
     import torch
 
-    cpus = float(num_cpus or max(4, os.cpu_count() or 1))
+    from arvid_ray.ray_session import local_cpus
+
+    cpus = float(num_cpus or local_cpus())
     return [NodeType("local", {"CPU": cpus, "GPU": float(torch.cuda.device_count())}, 1, static=True)]
 
 

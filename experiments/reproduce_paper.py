@@ -14,7 +14,7 @@ drift of the built-in data (bounce-physics trajectory error and identity retenti
 4x rollout); it copies itself and a per-row trajectory-error plot to experiments/results/ with the date,
 machine and command. Numbers come only from the runs; nothing is typed in.
 
-Row readings (the paper's text is unavailable, see PAPER.md): "+ first frame" keeps latent frame 0 in
+Row readings (the paper's text is unavailable, see docs/paper.md): "+ first frame" keeps latent frame 0 in
 the loss besides the uniformly drawn window (``objective.first_frame_in_loss``); "+ balanced" adds
 balanced starts (a window at frame 0 with p = 0.5) to it; "+ ReCo" adds λ = 0.1 to that. Fewer-Frames
 trains on 2-latent-frame clips and samples block-wise with a context never longer than those 2 frames.
@@ -33,6 +33,7 @@ import sys
 from pathlib import Path
 
 from arvid_ray.config import ConfigError, load_config
+from arvid_ray.report import compare_seeds
 
 HERE = Path(__file__).resolve().parent
 
@@ -194,10 +195,6 @@ def build_table(result, seeds: list[int], cfg, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _spread(*groups: list[float]) -> float:
-    return max((statistics.stdev(g) for g in groups if len(g) > 1), default=math.nan)
-
-
 def _finite(values: list[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
@@ -211,19 +208,11 @@ def control_lines(metric) -> list[str]:
         if not c or not b:
             out.append(f"- {CONTROL[0]} on {name}: not measured.")
             continue
-        diff, spread = _mean(c) - _mean(b), _spread(c, b)
+        diff, spread, _ = compare_seeds(c, b)
         judged = (f"{abs(diff) / spread:.1f}× the seed spread ±{spread:.2g}" if math.isfinite(spread) and spread > 0
                   else "one seed: no spread to judge it against")
         out.append(f"- {CONTROL[0]} on {name}: {_mean(c):.4g} vs baseline {_mean(b):.4g} ({diff:+.3g}; {judged}).")
     return out
-
-
-def _versus(m: list[float], b: list[float]) -> tuple[float, float, str]:
-    """(mean difference m - b, seed spread, 'within' | 'better' | 'worse' | 'one seed'); lower is better."""
-    diff, spread = _mean(m) - _mean(b), _spread(m, b)
-    if not math.isfinite(spread):
-        return diff, spread, "one seed"
-    return diff, spread, "within" if abs(diff) <= spread else ("better" if diff < 0 else "worse")
 
 
 def paper_verdicts(metric) -> list[str]:
@@ -236,7 +225,7 @@ def paper_verdicts(metric) -> list[str]:
     ratio = _mean(metric(base, "fd_over_recon"))
     c, b = _finite(metric(CONTROL[0], COLUMNS[0][1])), _finite(metric(base, COLUMNS[0][1]))
     if c and b:
-        diff, spread, _ = _versus(c, b)
+        diff, spread, _ = compare_seeds(c, b)
         sep = diff / spread if math.isfinite(spread) and spread > 0 else math.nan
         ok = ratio <= 3 and math.isfinite(sep) and sep > 3
         out.append(f"- (0) regime: baseline FD = {ratio:.2f}× fd_recon (bar ≤ 3×: {'met' if ratio <= 3 else 'not met'}); "
@@ -259,7 +248,7 @@ def paper_verdicts(metric) -> list[str]:
             parts.append(f"{name}: not measured")
             undecided = True
             continue
-        diff, spread, word = _versus(m, b)
+        diff, spread, word = compare_seeds(m, b)
         if word == "one seed":
             parts.append(f"{name} {diff:+.3g} (one seed: no spread)")
             undecided = True
@@ -273,7 +262,7 @@ def paper_verdicts(metric) -> list[str]:
                f"0.55×; {flops:.2f}× its train FLOPs): " + "; ".join(parts) + f" → (a) {conclusion}.")
     f, b = _finite(metric(fewer, "eval/traj_error_seg4")), _finite(metric(base, "eval/traj_error_seg4"))
     if f and b:
-        diff, spread, word = _versus(f, b)
+        diff, spread, word = compare_seeds(f, b)
         text = {"one seed": "one seed: no spread, (b) undecided",
                 "worse": f"Fewer-Frames drifts beyond the spread ±{spread:.2g} → (b) holds",
                 "within": f"within the spread ±{spread:.2g} → (b) does not hold",
@@ -310,21 +299,19 @@ def verdict(method: str, references: list[str], metric, key: str) -> list[str]:
     """One line per reference row: does ``method`` beat it on ``key`` (lower is better) by more than
     the seed spread, lose by more, or tie within it? Computed from the runs, so the table says it."""
     out = []
-    m = [v for v in metric(method, key) if math.isfinite(v)]
+    m = _finite(metric(method, key))
     for ref in references:
-        r = [v for v in metric(ref, key) if math.isfinite(v)]
+        r = _finite(metric(ref, key))
         if not m or not r:
             out.append(f"- {method} vs {ref} on {key}: not enough finished trials to compare.")
             continue
-        diff = statistics.fmean(m) - statistics.fmean(r)
-        spread = max((statistics.stdev(x) for x in (m, r) if len(x) > 1), default=0.0)
-        if len(m) < 2 or len(r) < 2:
-            word = "better" if diff < 0 else "worse"
-            text = f"{word} by {abs(diff):.3g} (one seed each: no spread to judge it against)"
-        elif abs(diff) <= spread:
+        diff, spread, word = compare_seeds(m, r)
+        if word == "one seed":
+            text = f"{'better' if diff < 0 else 'worse'} by {abs(diff):.3g} (one seed each: no spread to judge it against)"
+        elif word == "within":
             text = f"within the seed spread ({diff:+.3g} vs ±{spread:.2g}): no difference shown"
         else:
-            text = f"{'better' if diff < 0 else 'worse'} by {abs(diff):.3g}, more than the seed spread ±{spread:.2g}"
+            text = f"{word} by {abs(diff):.3g}, more than the seed spread ±{spread:.2g}"
         out.append(f"- {method} vs {ref} on {key}: {text}.")
     return out
 
@@ -347,6 +334,14 @@ def select_rows(wanted: list[str] | None) -> list[tuple[str, dict]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 table written, 2 refused before launch (config, rows, pre-flight, checkpoint), 130 / 143
+    interrupted by SIGINT / SIGTERM (the runs end KILLED; --resume finishes)."""
+    from arvid_ray.sweep.startup import interruptible
+
+    return interruptible("reproduce_paper", _main, argv)
+
+
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
     parser.add_argument("--config", type=Path, default=None, help="dataset config (default: built-in synthetic)")
@@ -356,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the benchmark: one seed, fewer steps, smaller N (< 10 min on 2 cores); RATIO lines")
     parser.add_argument("--rows", nargs="+", default=None, metavar="ROW",
                         help="run only these table rows, by index (0 = baseline) or exact name; default all")
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="finish the interrupted run named sweep.name")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="run every pre-flight check, print what would be launched, start nothing (exit 0 or 2)")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results", help="where the table's copy goes")
     parser.add_argument("--table-from-run", metavar="PARENT_RUN_ID", default=None,
                         help="rebuild the table from a finished run's MLflow child runs (no training)")
@@ -379,30 +376,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{**overrides, "experiment.seed": seed, "sweep_role": name} for name, overrides in chosen
             for seed in args.seeds]  # the control is evaluated inside each baseline trial, not trained again
 
-    import ray
+    from arvid_ray.sweep.startup import SweepStart, start_sweep
 
-    from arvid_ray.sweep import (
-        fresh_sweep_name,
-        names_sweep,
-        prepare_inputs,
-        resume_target,
-        run_sweep,
-        sweep_storage,
-    )
-
-    storage = sweep_storage(cfg)
-    if args.resume:  # before Ray: a typo'd sweep.name is refused; bare --resume = latest interrupted
-        try:
-            cfg = resume_target(cfg, storage, named=names_sweep([*extra, *args.overrides]))
-        except ConfigError as exc:
-            print(f"reproduce_paper: {exc}", file=sys.stderr)
-            return 2
-    if not ray.is_initialized():
-        ray.init(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(4, os.cpu_count() or 1))
-    if not args.resume:
-        cfg = fresh_sweep_name(cfg, storage)
-    cfg = prepare_inputs(cfg)
-    result = run_sweep(cfg, storage_path=storage, restore=args.resume, rows=rows)
+    # the sweep start-up every entry point shares: storage pinned, pre-flight, --resume, Ray, inputs
+    start = SweepStart(prog="reproduce_paper", command="python experiments/reproduce_paper.py", resume=args.resume,
+                       dry_run=args.dry_run, overrides=(*extra, *args.overrides), rows=rows)
+    outcome = start_sweep(cfg, start)
+    if outcome.result is None:  # a dry run, or refused (exit 2)
+        return outcome.code
+    cfg, result = outcome.cfg, outcome.result
 
     command = "python experiments/reproduce_paper.py " + " ".join(argv if argv is not None else sys.argv[1:])
     table = build_table(result, args.seeds, cfg, command.strip())
@@ -422,16 +404,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _table_from_run(args, cfg, argv) -> int:
     """The table of an earlier run, from its parent MLflow run's child runs (roles, metrics, params)."""
-    from mlflow.tracking import MlflowClient
-
-    from arvid_ray.sweep import SweepResult, TrialSummary
+    from arvid_ray.sweep.results import SweepResult, TrialSummary
     from arvid_ray.tracking import resolve_tracking_uri
+    from arvid_ray.tracking.runs import child_runs
 
     uri = resolve_tracking_uri(cfg)
-    client = MlflowClient(tracking_uri=uri)
-    parent = client.get_run(args.table_from_run)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.`mlflow.parentRunId` = '{args.table_from_run}'")
+    parent, children = child_runs(uri, args.table_from_run)
     if not children:
         print(f"reproduce_paper: run {args.table_from_run} at {uri} has no child runs; pass the parent run id "
               f"printed at the end of reproduce_paper.py", file=sys.stderr)
@@ -469,13 +447,9 @@ def _table_from_run(args, cfg, argv) -> int:
 
 
 def _log_table(result, path: Path, command: str, plot: Path | None = None) -> None:
-    from mlflow.tracking import MlflowClient
+    from arvid_ray.tracking.runs import log_table
 
-    client = MlflowClient(tracking_uri=result.tracking_uri)
-    client.set_tag(result.parent_run_id, "arvid.command", command)  # --table-from-run quotes it
-    client.log_artifact(result.parent_run_id, str(path))
-    if plot is not None:
-        client.log_artifact(result.parent_run_id, str(plot), "plots")
+    log_table(result.tracking_uri, result.parent_run_id, path, command, plot)  # --table-from-run quotes the command
 
 
 if __name__ == "__main__":
