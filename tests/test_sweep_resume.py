@@ -114,3 +114,38 @@ def test_cli_sweep_resume_of_a_typo_exits_2(storage, tmp_path, capsys):
                f"experiment.workdir={tmp_path / 'work'}", f"storage.root={tmp_path / 'root'}"])
     assert rc == 2
     assert "no sweep named sweep.name=tune-windw" in capsys.readouterr().err
+
+
+# every name arvid_ray/sweep.py had before it became a package (issue 25)
+OLD_SWEEP_NAMES = [
+    "DRIVER_CPUS", "DefineByRun", "INCOMPLETE", "LOCAL_UI", "RESUME_MAY_DIFFER", "ROLE_KEY", "ROLE_TAG", "ROW_KEY",
+    "RUN_DIR_TAG", "SWEEP_STATE", "SWEEP_TAG", "SweepResult", "TRIAL_TAG", "TUNE_STATE", "TrialSummary", "_child_run",
+    "_client", "_end_child_runs_callback", "_end_trial_runs", "_error_line", "_experiment_id", "_fail_open_runs",
+    "_finished_result", "_graceful_stop", "_log_report", "_parent_run", "_progress_reporter", "_scheduler",
+    "_searcher", "_summaries", "_sweep_states", "_tag_run", "_tracking_refusal", "_trial_driver", "_trial_statuses",
+    "_tune_storage_args", "_tuner", "_write_sweep_state", "check_batch", "check_metrics", "check_resumable",
+    "check_resume_config", "check_sweep", "config_differences", "dry_run", "fresh_sweep_name", "interrupted_sweeps",
+    "log", "max_concurrent_trials", "names_sweep", "pareto_front", "parse_space", "prepare_inputs", "print_dry_run",
+    "refusals", "resume_target", "run_sweep", "sweep_storage", "tracking_lines", "tracking_uri", "trial_overrides",
+    "trial_run_dir", "ui_links",
+]
+# what Tune state pickled before the split refers to by module path (cloudpickle: module-level functions and
+# classes by reference; the child-run callback by value, its globals by reference)
+OLD_PICKLED = [("arvid_ray.sweep", "_trial_driver"), ("arvid_ray.sweep", "_end_trial_runs"),
+               ("arvid_ray.search", "DefineByRun"), ("arvid_ray.search", "Dimension"),
+               ("arvid_ray.searcher", "SweepSearcher")]
+
+
+def test_an_interrupted_sweep_pickled_before_the_split_still_finds_every_name():
+    import io
+    import pickle
+
+    import ray.cloudpickle
+
+    import arvid_ray.sweep as sweep
+
+    assert not [n for n in OLD_SWEEP_NAMES if not hasattr(sweep, n)]
+    for module, name in OLD_PICKLED:
+        assert pickle.Unpickler(io.BytesIO(b"")).find_class(module, name) is not None, (module, name)
+    old = pickle.dumps(sweep._trial_driver)  # by reference, at its new home; the old path resolves to it too
+    assert ray.cloudpickle.loads(old) is sweep._trial_driver is sweep.driver._trial_driver

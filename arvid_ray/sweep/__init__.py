@@ -20,6 +20,8 @@ Importing this package imports no Ray, MLflow or Optuna.
 
 from __future__ import annotations
 
+import logging
+
 from arvid_ray.sweep.driver import (
     DRIVER_CPUS,
     ROW_KEY,
@@ -101,6 +103,8 @@ from arvid_ray.tracking.runs import end_trial_runs as _end_trial_runs
 from arvid_ray.tracking.runs import fail_open_runs as _fail_open_runs
 from arvid_ray.tracking.runs import parent_run as _parent_run
 from arvid_ray.tracking.runs import tag_run as _tag_run
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     # start-up and dry run
