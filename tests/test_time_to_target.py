@@ -52,7 +52,7 @@ def test_ratio_against_the_baseline_and_quality_at_the_same_budget():
     assert method.quality_at_budget is None  # the method's evaluations stop at cost 2 < the budget 4
     assert by["baseline"].quality_at_budget == pytest.approx(110.0)
     assert ratio_lines(rows, "baseline") == [f"RATIO cost_to_target_full_method_w_4_over_baseline {method.ratio:.4f}"]
-    assert "interpolated between evaluations 0 and 1" in method.line(target)
+    assert "interpolated between evaluations 1 and 2" in method.line(target)
 
 
 def test_quality_at_a_budget_interpolates_and_never_extrapolates():
