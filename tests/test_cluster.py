@@ -496,7 +496,7 @@ def test_kuberay_node_types_come_from_the_raycluster_through_rays_conversion(nam
     resource on the head; read on the head pod through the Kubernetes API with the pod's account."""
     from ray.autoscaler._private.kuberay import node_provider
 
-    from arvid_ray import preflight
+    from arvid_ray import node_types, preflight
     from arvid_ray.config import load_config
 
     cr = _ray_cluster(name)
@@ -511,7 +511,7 @@ def test_kuberay_node_types_come_from_the_raycluster_through_rays_conversion(nam
     for var in (preflight.AUTOSCALING_CONFIG_ENV, "RAY_CLUSTER_NAME"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", "/nonexistent")  # no launcher bootstrap config here
-    monkeypatch.setattr(preflight, "_from_gcs", lambda: None)
+    monkeypatch.setattr(node_types, "_from_gcs", lambda: None)
     # the pods' env names their RayCluster (downward API, the ray.io/cluster label) and namespace
     env = {e["name"]: e for e in cr["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
     assert env[preflight.RAYCLUSTER_ENV]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.labels['ray.io/cluster']"
@@ -543,7 +543,7 @@ def test_kuberay_without_a_readable_raycluster_warns_and_leaves_it_to_the_autosc
     import requests
     from ray.autoscaler._private.kuberay import node_provider
 
-    from arvid_ray import preflight
+    from arvid_ray import node_types, preflight
     from arvid_ray.config import ExperimentConfig
 
     def denied(self, path):
@@ -552,7 +552,7 @@ def test_kuberay_without_a_readable_raycluster_warns_and_leaves_it_to_the_autosc
     monkeypatch.setattr(node_provider.KubernetesHttpApiClient, "get", denied)
     monkeypatch.setenv(preflight.RAYCLUSTER_ENV, "arvid-ray")
     with caplog.at_level("WARNING"):
-        assert preflight._from_kuberay() is None
+        assert node_types._from_kuberay() is None
     assert "get` on rayclusters" in caplog.text
     live = [preflight.NodeType("head", {"CPU": 7.0}, 1, static=False, declared=False)]
     cfg = ExperimentConfig.from_flat({"train.use_gpu": True, "train.num_workers": 2})

@@ -11,13 +11,13 @@ PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 
 # Modules allowed to import each framework (docs/design.md). Paths are relative module names.
 RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep.driver", "sweep.tuner", "searcher", "evaluate.run", "preflight",
-          "console", "ray_session"}  # console: quiets the frameworks' own logging where Ray starts
+          "console", "ray_session", "node_types"}  # console: quiets the frameworks' own logging where Ray starts
 MLFLOW_OK = {"tracking.tracker", "tracking.journal", "tracking.server", "tracking.runs"}  # the tracking package
 OPTUNA_OK = {"searcher", "console"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.
 LAYERS = [
-    {"config", "schemas", "storage", "console", "cuda_check", "ray_session"},
+    {"config", "schemas", "storage", "console", "cuda_check", "ray_session", "node_types"},
     {"video"},
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},
