@@ -21,8 +21,7 @@ LAYERS = [
     {"video"},
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},
-    {"data", "objectives", "sampling", "tracking", "metrics"},
-    {"runs"},  # where a run lives: needs the tracking URI resolved, used by evaluate and launch
+    {"data", "objectives", "sampling", "tracking", "metrics", "runs"},  # runs: resolves the tracking URI
     {"train"},
     {"evaluate", "report", "preflight"},
     {"launch"},  # calls evaluation (the final-evaluation hook), never the reverse

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from arvid_ray.config import ExperimentConfig
-from arvid_ray.launch import resolve_for_workers, run_name, train_storage
+from arvid_ray.runs import resolve_for_workers, run_name, train_storage
 from arvid_ray.tracking import read_metrics_jsonl
 from arvid_ray.train.worker import FAIL_MARKER
 
