@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -189,7 +190,7 @@ def evaluate_checkpoint(cfg: ExperimentConfig, checkpoint: str | Path, *, out_di
     from arvid_ray.runs import resolve_for_workers
 
     cfg = resolve_for_workers(cfg)  # the worker never saw this process's MLFLOW_TRACKING_URI / ARVID_STORAGE
-    connect()  # RAY_ADDRESS, else a local Ray; a connected process stays as it is
+    connect(os.cpu_count() or 1)  # RAY_ADDRESS, else local Ray sized as ray.init()'s default, as before
     gpus = 1 if cfg.train.use_gpu and cfg.train.device == "auto" else 0  # ask as configured, never by looking
     task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(_evaluate_job)
     return ray.get(task.remote(cfg, checkpoint, out, run_id, training_run_id))
