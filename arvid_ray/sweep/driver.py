@@ -64,20 +64,20 @@ def _trial_driver(params: dict[str, Any], *, base: dict[str, Any], parent_run_id
 
 def trial_run_dir(cfg: ExperimentConfig) -> Path:
     """The run directory (metrics.jsonl, tracking.json) of the training run ``cfg`` launches."""
-    from arvid_ray import launch
+    from arvid_ray.runs import local_run_dir, resolve_for_workers
 
-    return launch._local_run_dir(launch.resolve_for_workers(cfg))
+    return local_run_dir(resolve_for_workers(cfg))
 
 
 def check_resumable(cfg: ExperimentConfig) -> None:
     """Raise CheckpointError when the checkpoint this run would resume from cannot be loaded (refused by
     the weights-only check, corrupt, or of another shape): a deterministic refusal a retry cannot fix."""
-    from arvid_ray import launch
     from arvid_ray import storage as st
+    from arvid_ray.runs import resolve_for_workers, train_storage
     from arvid_ray.train import checkpoint as ckpt
 
-    cfg = launch.resolve_for_workers(cfg)
-    root = launch.train_storage(cfg)
+    cfg = resolve_for_workers(cfg)
+    root = train_storage(cfg)
     if st.is_remote(root):
         return  # remote storage: the worker's own load refuses it
     for where in (Path(root) / cfg.train.run_name, trial_run_dir(cfg) / "checkpoints"):
