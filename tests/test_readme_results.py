@@ -92,3 +92,31 @@ def test_check_mode_reports_a_stale_block_and_rewrite_fixes_it(tmp_path, capsys)
     assert rr.main([*args, "--check"]) == 0
     text = readme.read_text(encoding="utf-8")
     assert text.startswith("# x\n\nbefore\n\n") and text.endswith("\n\nafter\n") and "old numbers" not in text
+
+
+SHARED_NOTES = ("DESIGN" + ".md", "RAY_NOTES" + ".md", "PAPER" + ".md")  # split: this file must not match itself
+
+
+def _repo_texts():
+    patterns = ("README.md", "docs/*.md", "arvid_ray/**/*.py", "tests/**/*.py", "experiments/**/*.py",
+                "experiments/**/*.md", "experiments/**/*.yaml", "cluster/**/*.md", "cluster/**/*.yaml", "tools/*.py")
+    for pattern in patterns:
+        for path in sorted(ROOT.glob(pattern)):
+            if path.is_file() and ".venv" not in path.parts:
+                yield path, path.read_text(encoding="utf-8", errors="replace")
+
+
+def test_docs_references_resolve_inside_the_repo():
+    """The code cites docs/design.md, docs/ray_notes.md, docs/paper.md — never notes a clone does not hold."""
+    import re
+
+    stale, missing = [], []
+    for path, text in _repo_texts():
+        rel = path.relative_to(ROOT).as_posix()
+        stale += [f"{rel}: {name}" for name in SHARED_NOTES if name in text]
+        for ref in set(re.findall(r"docs/[\w.-]+\.md", text)):
+            if not (ROOT / ref).is_file():
+                missing.append(f"{rel}: {ref}")
+    assert not stale, "references to notes outside the repo (use docs/design.md, docs/ray_notes.md, docs/paper.md):\n" \
+        + "\n".join(stale)
+    assert not missing, "references to docs/ files that do not exist:\n" + "\n".join(missing)
