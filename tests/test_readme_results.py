@@ -82,7 +82,7 @@ def test_an_unmarked_older_or_twin_table_is_refused(tmp_path):
         rr.current_tables(tmp_path)
 
 
-def test_check_mode_reports_a_stale_block_and_rewrite_fixes_it(tmp_path, capsys):
+def test_check_mode_reports_a_stale_block_and_rewrite_fixes_it(tmp_path):
     _table(tmp_path, "paper_ablation_cpu_2026-12-01.md")
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\nbefore\n\n{rr.BEGIN}\nold numbers 1.0\n{rr.END}\n\nafter\n", encoding="utf-8")
