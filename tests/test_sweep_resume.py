@@ -89,6 +89,25 @@ def test_resume_with_another_config_is_refused_naming_the_keys(storage):
                                 "sweep.max_concurrent_trials": 1}), str(storage))
 
 
+def test_resume_after_an_upgrade_that_added_or_removed_config_fields(storage):
+    """A sweep interrupted under an older arvid-ray: a field added since (at its default) or removed
+    since does not block its resume; a new field set to other than its default does."""
+    import json
+
+    from arvid_ray.sweep.state import SWEEP_STATE, config_differences
+
+    path = storage / "tune-window" / SWEEP_STATE
+    state = json.loads(path.read_text())
+    del state["config"]["train.lr"]  # "added since": the saved config never had it
+    state["config"]["train.retired_knob"] = 30.0  # "removed since": this config has no such key
+    path.write_text(json.dumps(state))
+    cfg = _cfg(**{"sweep.name": "tune-window"})
+    assert config_differences(state["config"], cfg) == []
+    check_resume_config(cfg, str(storage))
+    with pytest.raises(ConfigError, match=r"train.lr: '\(not set\)' -> 0.5"):
+        check_resume_config(_cfg(**{"sweep.name": "tune-window", "train.lr": 0.5}), str(storage))
+
+
 def test_run_sweep_refuses_a_changed_resume_before_starting_anything(storage):
     changed = _cfg(**{"sweep.name": "tune-window", "train.steps": 7})
     with pytest.raises(ConfigError, match=r"train.steps: 200 -> 7"):

@@ -101,11 +101,18 @@ def names_sweep(overrides: list[str]) -> bool:
 
 
 def config_differences(saved: dict[str, Any], cfg: ExperimentConfig) -> list[str]:
-    """Dotted keys whose value in ``cfg`` differs from the interrupted sweep's saved flat config."""
-    now = cfg.to_flat()
-    keys = sorted((set(saved) | set(now)) - set(RESUME_MAY_DIFFER))
-    return [k for k in keys if json.dumps(saved.get(k), sort_keys=True, default=str)
-            != json.dumps(now.get(k), sort_keys=True, default=str)]
+    """Dotted keys whose value in ``cfg`` differs from the interrupted sweep's saved flat config. A key
+    the saved config lacks (a field added to arvid-ray since the sweep started) differs only when ``cfg``
+    sets it to other than its default; a key ``cfg`` lacks (a field since removed) is read by nothing."""
+    now, default = cfg.to_flat(), ExperimentConfig().to_flat()
+
+    def text(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, default=str)
+
+    keys = sorted((set(saved) & set(now)) - set(RESUME_MAY_DIFFER))
+    added = sorted(set(now) - set(saved) - set(RESUME_MAY_DIFFER))
+    return sorted([k for k in keys if text(saved[k]) != text(now[k])]
+                  + [k for k in added if text(now[k]) != text(default.get(k))])
 
 
 def check_resume_config(cfg: ExperimentConfig, storage: str) -> None:
@@ -121,7 +128,7 @@ def check_resume_config(cfg: ExperimentConfig, storage: str) -> None:
         return
     differ = config_differences(saved, cfg)
     if differ:
-        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {cfg.to_flat().get(k)!r}" for k in differ[:8])
+        shown = "; ".join(f"{k}: {saved.get(k, '(not set)')!r} -> {cfg.to_flat().get(k)!r}" for k in differ[:8])
         more = f" (+{len(differ) - 8} more)" if len(differ) > 8 else ""
         raise ConfigError(f"--resume: the command line's config differs from interrupted sweep "
                           f"{cfg.sweep.name}'s in {shown}{more}; resume with the same config and overrides, "
