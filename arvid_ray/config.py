@@ -566,9 +566,25 @@ class EvalConfig:
     """Also score the broken control on the same model: its samples and long rollouts again with their latent
     frames shuffled, logged as control/<metric> (a measure that scores them like eval/<metric> does not see
     temporal order). Costs one more sampling pass; reproduce_paper turns it on for the baseline row."""
+    quality_every: int = 0
+    """Steps between evaluations of the checkpoint during training (0 = only the final evaluation; a
+    multiple of train.ckpt_every): quality (eval.extractor's distance) and trajectory error of
+    eval.quality_videos videos at training length, by a Ray task with its own resources that reads the
+    checkpoint from storage — training does not wait for it. Logged to the trial's run at the checkpoint's
+    step as quality/<metric>, beside the training cost at that checkpoint (quality/cost_gpu_hours,
+    quality/cost_usd) and the evaluation's own cost (quality/eval_s, never counted as training cost)."""
+    quality_videos: int = 0
+    """Videos per evaluation during training (0 = eval.num_videos)."""
+    quality_cpus: float = 1.0
+    """CPUs of the evaluation task during training (it also asks for a GPU when training runs on GPUs)."""
 
     def __post_init__(self) -> None:
         _check_range("eval.num_videos", self.num_videos, 2)
+        _check_range("eval.quality_every", self.quality_every, 0)
+        _check_range("eval.quality_cpus", self.quality_cpus, 0.0)
+        _check_range("eval.quality_videos", self.quality_videos, 0)
+        if self.quality_videos == 1:
+            _fail("eval.quality_videos", self.quality_videos, "0 (= eval.num_videos) or >= 2 (a Fréchet distance needs 2)")
         if any(int(m) < 1 for m in self.drift_multipliers):
             _fail("eval.drift_multipliers", self.drift_multipliers, "positive integers such as [2, 4]")
         _check_range("eval.num_sample_videos", self.num_sample_videos, 0)
@@ -660,6 +676,10 @@ class ExperimentConfig:
             _fail("data.num_frames", self.data.num_frames,
                   f"must be 1 + k*{self.tokenizer.temporal_down} (e.g. 17) so the causal tokenizer's "
                   f"first-frame-alone layout tiles the clip")
+        if self.eval.quality_every and (self.train.ckpt_every <= 0 or self.eval.quality_every % self.train.ckpt_every):
+            _fail("eval.quality_every", self.eval.quality_every,
+                  f"evaluations during training read checkpoints: use a multiple of train.ckpt_every="
+                  f"{self.train.ckpt_every} (or 0 for the final evaluation only)")
         if self.data.resolution % self.tokenizer.spatial_down:
             _fail("data.resolution", self.data.resolution,
                   f"must be divisible by tokenizer.spatial_down={self.tokenizer.spatial_down}")

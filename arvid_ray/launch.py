@@ -58,6 +58,7 @@ def build_trainer(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from arvid_ray.evaluate import final_eval
+    from arvid_ray.evaluate.during import QualityWatch
     from arvid_ray.train.worker import train_worker
 
     cfg = resolve_for_workers(cfg)
@@ -89,6 +90,7 @@ def build_trainer(
             "has_val": "val" in datasets,
             "fixed_train_rows": fixed_rows,
             "final_hook": final_eval if cfg.train.final_eval else None,
+            "quality_watch": QualityWatch if cfg.eval.quality_every > 0 else None,
         },
         torch_config=TorchConfig(backend=backend),
         scaling_config=ray.train.ScalingConfig(
@@ -127,6 +129,7 @@ def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
     """train.num_workers=0: the loop in this process over local_token_batches, no Ray."""
     from arvid_ray.data import local_token_batches
     from arvid_ray.evaluate import final_eval
+    from arvid_ray.evaluate.during import QualityWatch
     from arvid_ray.train import checkpoint as ckpt
     from arvid_ray.train.loop import LocalReporter, cycle, train_loop
 
@@ -144,11 +147,13 @@ def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
         lambda epoch: local_token_batches(cfg, cfg.data.train_split, bs, seed=seed + epoch, tokenizer=tok)
     )
     val = lambda: local_token_batches(cfg, cfg.data.val_split, bs, seed=seed, tokenizer=tok)  # noqa: E731
+    # one process, no Ray: the evaluations during training run in line, after each due checkpoint
+    quality = QualityWatch(cfg, run_id, tracker, inline=True) if cfg.eval.quality_every > 0 else None
     try:
         result = train_loop(
             cfg,
             batches,
-            reporter=LocalReporter(tracker, ckpt_root, cfg.train.keep_checkpoints),
+            reporter=LocalReporter(tracker, ckpt_root, cfg.train.keep_checkpoints, quality=quality),
             val_batches=val,
             resume_from=resume,
             final_hook=partial(final_eval, tracker=tracker, out_dir=run_dir / "eval")
@@ -158,6 +163,8 @@ def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
     except BaseException:
         tracker.end("FAILED")
         raise
+    if quality is not None:
+        quality.finish()
     tracker.end("FINISHED")
     latest = ckpt.latest_checkpoint(ckpt_root)
     return LaunchResult(

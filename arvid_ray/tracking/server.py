@@ -135,3 +135,19 @@ def end_run(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> Non
         log.warning("could not end MLflow run %s as %s: %s", run_id, status, exc)
 
 
+
+
+def log_points(cfg: ExperimentConfig, run_id: str, metrics: dict[str, float], step: int,
+               tags: dict[str, str] | None = None) -> None:
+    """Log ``metrics`` at ``step`` (and ``tags``) into an existing run by id, leaving its status as it is:
+    for a writer beside the run's own tracker (an evaluation during training, which may finish after the
+    run has ended). Raises on failure: the caller decides what a lost point means."""
+    import time
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    MlflowClient(tracking_uri=resolve_tracking_uri(cfg)).log_batch(
+        run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+        tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])

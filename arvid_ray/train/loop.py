@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -68,6 +68,7 @@ class LocalReporter:
     ckpt_root: Path
     keep: int = 2
     history: list[dict[str, float]] = field(default_factory=list)
+    quality: Any = None  # evaluate.during.QualityWatch (inline) when eval.quality_every > 0
 
     def report(self, step: int, metrics: dict[str, float], save: SaveFn | None) -> None:
         self.history.append({"step": step, **metrics})
@@ -75,6 +76,8 @@ class LocalReporter:
         if save is None:
             return
         save(Path(self.ckpt_root) / ckpt.checkpoint_name(step))
+        if self.quality is not None:
+            self.quality.after_checkpoint(step, metrics, str(Path(self.ckpt_root) / ckpt.checkpoint_name(step)))
         kept = sorted(p for p in Path(self.ckpt_root).glob("step_*") if p.is_dir())
         for old in kept[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -50,6 +50,7 @@ class RayReporter:
     total_steps: int = 0
     every: int = 1
     eval_every: int = 0
+    quality: Any = None  # rank 0's evaluate.during.QualityWatch when eval.quality_every > 0
     _last_step: int = 0
     _after_checkpoint: bool = False
 
@@ -68,6 +69,8 @@ class RayReporter:
 
         if self.tracker is not None:
             self.tracker.log_metrics(metrics, step)
+        if self.quality is not None:
+            self.quality.poll()  # collects ended evaluations; never waits
         if not self._due(step, metrics, save):
             return
         self._last_step = step
@@ -84,6 +87,8 @@ class RayReporter:
             )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        if self.quality is not None:  # persisted by now: the evaluator reads it from storage
+            self.quality.after_checkpoint(step, metrics)
 
 
 def _shard_batches(name: str, cfg: ExperimentConfig, train: bool, fixed_rows: bool) -> Callable[[int], Iterator[dict]]:
@@ -130,7 +135,8 @@ def _bind_final_hook(hook: FinalHook | None, tracker: Tracker | None, run_dir: P
 
 def train_worker(config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of the TorchTrainer. ``config``: {"cfg": resolved config dict,
-    "run_dir": local run directory (metrics.jsonl, fault marker), "final_hook": optional callable}."""
+    "run_dir": local run directory (metrics.jsonl, fault marker), "final_hook": optional callable,
+    "quality_watch": optional factory (cfg, run_id, tracker) -> evaluate.during.QualityWatch}."""
     import ray.train
     import ray.train.torch
 
@@ -154,11 +160,15 @@ def train_worker(config: dict[str, Any]) -> None:
         if tracker is not None:  # visible in MLflow: this run survived a restart (lost node, preemption)
             tracker.set_tags({"arvid.resumed_from": str(source)})
     val = _shard_batches("val", cfg, train=False, fixed_rows=True) if config.get("has_val") else None
+    quality = None  # evaluations during training (eval.quality_every), submitted by rank 0
+    if rank == 0 and config.get("quality_watch") is not None:
+        quality = config["quality_watch"](cfg, tracker.run_id if tracker is not None else None, tracker)
     try:
         result = train_loop(
             cfg,
             cycle(_shard_batches("train", cfg, train=True, fixed_rows=bool(config.get("fixed_train_rows")))),
-            reporter=RayReporter(rank, tracker, cfg.train.steps, cfg.train.report_every, cfg.train.eval_every),
+            reporter=RayReporter(rank, tracker, cfg.train.steps, cfg.train.report_every, cfg.train.eval_every,
+                                 quality=quality),
             val_batches=(lambda: val(0)) if val else None,
             rank=rank,
             world_size=world,
@@ -174,6 +184,8 @@ def train_worker(config: dict[str, Any]) -> None:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    if quality is not None:  # after the last step: Ray ends a task with its owner, so let them land
+        quality.finish()
     if tracker is not None:
         tracker.end("FINISHED")
     log.info("rank %d finished %d steps", rank, len(result.steps))

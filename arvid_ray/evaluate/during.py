@@ -1,0 +1,221 @@
+"""Quality during training, off the training path (``eval.quality_every``).
+
+At every ``eval.quality_every`` steps (and at the last step) rank 0 of a Train run submits one Ray task
+per checkpoint — after Ray Train has persisted it — and goes on training. The task has resources of its
+own (``eval.quality_cpus``, a GPU when training uses GPUs), reads the checkpoint from storage (local or
+object storage), samples ``eval.quality_videos`` videos at training length and logs, into the trial's
+MLflow run at the checkpoint's step:
+
+- ``quality/<metric>`` (the eval.extractor's distance, e.g. quality/fd_synthc3d or quality/fvd), its
+  floor, KVD and consistency, ``quality/traj_error`` on the synthetic data, ``quality/num_videos``;
+- ``quality/cost_gpu_hours`` and ``quality/cost_usd``: the training cost at that checkpoint (what
+  training had spent when it was saved), so the MLflow UI charts quality against cost;
+- ``quality/eval_s``: the evaluation's own wall time — evaluation cost, never counted as training cost.
+
+Design trade-off: the task logs its point itself (by run id, leaving the run's status alone) instead of
+handing it back to rank 0, so a point computed after the run ended still lands. Ray ties a task's fate
+to its owner, so rank 0 waits for its pending evaluations after the last training step (bounded; the
+training steps never wait). A lost evaluator — a dead node, an exception — is logged and tagged
+(``arvid.quality_lost``), never fails the trial. The prompts and sampling seeds are the same at every
+evaluation, so the curve moves with the weights, not with the draw.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from arvid_ray.config import ExperimentConfig
+from arvid_ray.evaluate import rollouts
+from arvid_ray.evaluate.reference import real_clips, real_features
+
+__all__ = ["PREFIX", "quality_metrics", "quality_job", "QualityWatch", "checkpoint_uri"]
+
+log = logging.getLogger(__name__)
+
+PREFIX = "quality/"
+
+
+def quality_metrics(cfg: ExperimentConfig, model, tokenizer, extractor=None) -> dict[str, float]:
+    """One point of the quality curve: ``eval.quality_videos`` videos at training length against real
+    clips (the final evaluation's metrics under ``quality/``, without the long rollouts and files)."""
+    from arvid_ray.metrics.extractors import load_extractor
+
+    n = cfg.eval.quality_videos or cfg.eval.num_videos
+    model = getattr(model, "module", model)  # DDP / Ray prepare_model wrapper
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    device = next(model.parameters()).device
+    extractor = extractor or load_extractor(cfg.eval.extractor, cfg.eval.i3d_path, device=device)
+    clips = real_clips(cfg, 2 * n)
+    real = real_features(cfg, extractor, clips)
+    prompts = np.arange(n) % len(clips.labels)
+    labels, captions = clips.labels[prompts], [clips.captions[i] for i in prompts]
+    videos = rollouts.sample_videos(model, tokenizer, cfg, cfg.latent_frames(), labels, captions,
+                                    seed=cfg.experiment.seed)
+    class_ok = cfg.model.conditioning == "class" and cfg.data.source == "synthetic"
+    metrics = rollouts.evaluate_videos(real["features"], videos, extractor, labels=labels if class_ok else None,
+                                       seed=cfg.experiment.seed)
+    if clips.positions is not None and cfg.eval.trajectory_videos:
+        metrics["eval/traj_error"] = rollouts.prompted_trajectory_error(model, tokenizer, cfg, clips,
+                                                                        min(n, cfg.eval.trajectory_videos))
+    return {PREFIX + key.split("/", 1)[1]: value for key, value in metrics.items()}
+
+
+def checkpoint_uri(cfg: ExperimentConfig, step: int) -> str:
+    """Where Ray Train persists the run's checkpoint of ``step`` (its storage path / run name / step_N)."""
+    from arvid_ray import storage as st
+    from arvid_ray.runs import run_location
+    from arvid_ray.train.checkpoint import checkpoint_name
+
+    return st.join(run_location(cfg), checkpoint_name(step))
+
+
+def _fetch(uri: str, cfg: ExperimentConfig) -> tuple[Path, Path | None]:
+    """A local directory holding the checkpoint at ``uri`` (downloaded when it is remote)."""
+    from arvid_ray import storage as st
+
+    if not st.is_remote(uri):
+        return Path(st.absolute(uri)), None
+    import pyarrow.fs as pafs
+
+    filesystem, path = st.resolve(uri, cfg.storage)
+    tmp = Path(tempfile.mkdtemp(prefix="arvid-quality-"))
+    pafs.copy_files(path, str(tmp / "ckpt"), source_filesystem=filesystem,
+                    destination_filesystem=pafs.LocalFileSystem())
+    return tmp / "ckpt", tmp
+
+
+def quality_job(cfg: ExperimentConfig, uri: str, step: int, train_cost: dict[str, float],
+                run_id: str | None) -> dict[str, float]:
+    """Evaluate the checkpoint at ``uri`` and log the point into run ``run_id`` at ``step`` (the body of
+    the Ray task; also callable in-process)."""
+    from arvid_ray.model import build_model
+    from arvid_ray.tokenizer import load_tokenizer
+    from arvid_ray.train.checkpoint import load_checkpoint
+
+    t0 = time.perf_counter()
+    torch.set_num_threads(max(1, int(cfg.eval.quality_cpus)))
+    local, tmp = _fetch(uri, cfg)
+    try:
+        device = "cuda" if torch.cuda.is_available() and cfg.train.device == "auto" else "cpu"
+        tokenizer = load_tokenizer(cfg.tokenizer, device=device)
+        model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)
+        state = load_checkpoint(local, cfg, model=model, restore_rng_state=False)
+        if state.ema is not None:  # as the final evaluation: the weight average when training kept one
+            model.load_state_dict(state.ema["weights"])
+        model.eval()
+        metrics = quality_metrics(cfg, model, tokenizer)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    metrics[PREFIX + "cost_gpu_hours"] = float(train_cost.get("cost/gpu_hours", float("nan")))
+    metrics[PREFIX + "cost_usd"] = float(train_cost.get("cost/usd", float("nan")))
+    metrics[PREFIX + "eval_s"] = time.perf_counter() - t0
+    metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}
+    if run_id and cfg.tracking.enabled:
+        from arvid_ray.tracking.server import log_points
+
+        log_points(cfg, run_id, metrics, step)
+    log.info("quality at step %d (N=%d): %s", step, int(metrics.get(PREFIX + "num_videos", 0)),
+             ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    return metrics
+
+
+class QualityWatch:
+    """Rank 0's evaluations during training: ``after_checkpoint`` submits one and returns at once;
+    ``finish`` waits for the pending ones after the last step, at most ``timeout_s``."""
+
+    def __init__(self, cfg: ExperimentConfig, run_id: str | None, tracker=None, *, inline: bool = False,
+                 job: Callable[..., dict[str, float]] = quality_job):
+        self.cfg, self.run_id, self.tracker, self.inline = cfg, run_id, tracker, inline  # inline: no Ray
+        self.job = job  # quality_job's signature; another only in tests (an evaluator that dies)
+        self.pending: dict[Any, int] = {}  # Ray object ref -> step
+        self.done: dict[int, dict[str, float]] = {}
+        self.lost: dict[int, str] = {}
+        self._task = None
+
+    def due(self, step: int) -> bool:
+        every = self.cfg.eval.quality_every
+        return every > 0 and (step % every == 0 or step == self.cfg.train.steps)
+
+    def after_checkpoint(self, step: int, metrics: dict[str, float], uri: str | None = None) -> None:
+        """Submit the evaluation of the checkpoint of ``step`` (already persisted by Ray Train; ``uri``
+        where it is, default :func:`checkpoint_uri`). Inline (one process, no Ray): evaluate it now."""
+        if not self.due(step):
+            return
+        cost = {k: float(metrics[k]) for k in ("cost/gpu_hours", "cost/usd") if k in metrics}
+        uri = uri or checkpoint_uri(self.cfg, step)
+        if self.inline:
+            try:
+                self.done[step] = self.job(self.cfg, uri, step, cost, self.run_id)
+            except Exception as exc:  # noqa: BLE001 - a failed evaluation never fails the run
+                self.lost[step] = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("evaluation of the checkpoint of step %d failed: %s", step, self.lost[step])
+            return
+        import ray
+
+        if self._task is None:
+            gpus = 1 if self.cfg.train.use_gpu and self.cfg.train.device == "auto" else 0
+            self._task = ray.remote(num_cpus=self.cfg.eval.quality_cpus, num_gpus=gpus, max_retries=0)(self.job)
+        ref = self._task.remote(self.cfg, uri, step, cost, self.run_id)
+        self.pending[ref] = step
+        self.poll()
+
+    def poll(self) -> None:
+        """Collect the evaluations that have ended (no waiting)."""
+        if not self.pending:
+            return
+        import ray
+
+        ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        for ref in ready:
+            self._collect(ref)
+
+    def _collect(self, ref) -> None:
+        import ray
+
+        step = self.pending.pop(ref)
+        try:
+            self.done[step] = ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - a lost evaluator never fails the trial
+            lines = [line for line in str(exc).splitlines() if line.strip()]  # a task error's last line says what
+            self.lost[step] = f"{type(exc).__name__}: {lines[-1].strip() if lines else ''}"[:300]
+            log.warning("evaluation of the checkpoint of step %d was lost: %s", step, self.lost[step])
+
+    def finish(self, timeout_s: float | None = None) -> None:
+        """Wait for the pending evaluations (at most ``timeout_s``; default: 4 minutes per pending one,
+        or ARVID_QUALITY_WAIT_S), then tag the run with any that were lost or cut off."""
+        if self.inline or not self.pending:
+            self._tag_lost()
+            return
+        import ray
+
+        if timeout_s is None:
+            timeout_s = float(os.environ.get("ARVID_QUALITY_WAIT_S", 240 * max(1, len(self.pending))))
+        deadline = time.monotonic() + timeout_s
+        while self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=left)
+            for ref in ready:
+                self._collect(ref)
+        for ref, step in list(self.pending.items()):
+            ray.cancel(ref, force=True)
+            self.lost[step] = f"not finished within {timeout_s:.0f} s after training"
+            self.pending.pop(ref)
+        self._tag_lost()
+
+    def _tag_lost(self) -> None:
+        if self.lost and self.tracker is not None:
+            self.tracker.set_tags({"arvid.quality_lost": "; ".join(f"step {s}: {why}"
+                                                                   for s, why in sorted(self.lost.items()))})
