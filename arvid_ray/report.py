@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["pareto_plot", "drift_plot", "segment_curve_plot", "markdown_table", "cost_quality_html",
+__all__ = ["pareto_plot", "drift_plot", "segment_curve_plot", "quality_cost_plot", "markdown_table", "cost_quality_html",
            "sweep_report", "seed_spread", "compare_seeds", "SeedComparison"]
 
 
@@ -103,6 +103,35 @@ def segment_curve_plot(curves: Mapping[str, Sequence[float]], path: str | Path, 
     ax.set_title(title or "per-segment drift")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, plt, path)
+
+
+def quality_cost_plot(curves: Mapping[str, Any], path: str | Path, *, metric: str, cost: str,
+                      target: float | None = None, crossings: Mapping[str, float] | None = None,
+                      n: int | None = None, title: str | None = None) -> Path:
+    """Quality against training cost, one line per method (``metrics.time_to_target.MeanCurve``: mean
+    over seeds with a ±1 s.d. band when there are several), the target as a horizontal line and each
+    method's crossing cost marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, curve in curves.items():
+        line, = ax.plot(curve.cost, curve.quality, "-o", ms=3, label=f"{name} ({curve.seeds} seed{'s' * (curve.seeds > 1)})")
+        if curve.seeds > 1:
+            lo = [q - s for q, s in zip(curve.quality, curve.spread, strict=True)]
+            hi = [q + s for q, s in zip(curve.quality, curve.spread, strict=True)]
+            ax.fill_between(curve.cost, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+        at = (crossings or {}).get(name)
+        if at is not None and target is not None:
+            ax.plot([at], [target], marker="v", ms=8, color=line.get_color())
+    if target is not None and math.isfinite(target):
+        ax.axhline(target, ls="--", c="gray", lw=1)
+        ax.annotate("target: the baseline's final quality", (ax.get_xlim()[0], target), fontsize=7,
+                    xytext=(2, 2), textcoords="offset points", color="gray")
+    ax.set_xlabel(f"training cost ({cost})")
+    ax.set_ylabel(metric + (f" (N={n})" if n else "") + " — lower is better")
+    ax.set_title(title or "quality against training cost (▼: first reaches the target)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
     return _save(fig, plt, path)
 
 
