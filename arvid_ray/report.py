@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-__all__ = ["pareto_plot", "drift_plot", "segment_curve_plot", "quality_cost_plot", "markdown_table", "cost_quality_html",
+__all__ = ["pareto_plot", "drift_plot", "segment_curve_plot", "quality_cost_plot", "time_to_target_report", "markdown_table", "cost_quality_html",
            "sweep_report", "seed_spread", "compare_seeds", "SeedComparison"]
 
 
@@ -342,6 +342,43 @@ def sweep_report(result: Any, out: str | Path) -> list[Path]:
     md = out / "report.md"
     md.write_text(text)
     return [plot, chart, md]
+
+
+def time_to_target_report(curves: Mapping[str, Sequence[Sequence[tuple[float, float]]]], out: str | Path, *,
+                          baseline: str | None, quality_key: str, cost_key: str, title: str = "") -> tuple[list[Path], list[str]]:
+    """``plots/quality_vs_cost.png`` and ``time_to_target.md`` from evaluations during training.
+
+    ``curves``: per method (or trial), its seeds' curves of (training cost, quality). With a ``baseline``
+    among them the target is its final mean quality, and each method gets the cost at which it first
+    reaches it (``metrics.time_to_target``) and its quality at the baseline's final cost. Returns the files
+    and the verdict lines (``RATIO cost_to_target_<row>_over_baseline`` or "never reached")."""
+    from arvid_ray.metrics.time_to_target import mean_curve, ratio_lines, time_to_target
+
+    out = Path(out)
+    means = {name: mean_curve(seeds) for name, seeds in curves.items()}
+    target, rows, lines = None, [], []
+    if baseline is not None and baseline in curves:
+        target, rows = time_to_target(curves, baseline)
+        lines = [r.line(target) for r in rows] + ratio_lines(rows, baseline)
+    plot = quality_cost_plot(means, out / "plots" / "quality_vs_cost.png", metric=quality_key, cost=cost_key,
+                             target=target, crossings={r.name: r.crossing.cost for r in rows if r.crossing},
+                             title=title or None)
+    table = [{"method": r.name, "reaches target at": r.crossing.cost if r.crossing else math.nan,
+              "how": r.crossing.how if r.crossing else "never", "x baseline": r.ratio if r.ratio is not None else math.nan,
+              "quality at the baseline's final cost": r.quality_at_budget if r.quality_at_budget is not None else math.nan,
+              "best quality": r.best_quality, "at cost": r.best_cost} for r in rows]
+    text = (f"# Time to target{': ' + title if title else ''}\n\nQuality `{quality_key}` (lower is better) against "
+            f"training cost `{cost_key}`, evaluated during training; between two evaluations the curve is the "
+            f"straight line joining them (interpolated crossings say so).\n\n![quality vs cost](plots/quality_vs_cost.png)\n\n")
+    if target is None:
+        text += "No baseline curve: no target, no ratios.\n"
+    else:
+        text += f"Target: the baseline's final quality, {target:.4g}.\n\n" + markdown_table(table) + "\n\n```\n"
+        text += "\n".join(lines) + "\n```\n"
+    md = out / "time_to_target.md"
+    md.parent.mkdir(parents=True, exist_ok=True)
+    md.write_text(text)
+    return [plot, md], lines
 
 
 # ------------------------------------------------------------------------------------------ seeds

@@ -228,16 +228,23 @@ def _fake_sweep(uri: str, workdir: Path):
     from arvid_ray import sweep as sw
 
     cfg = load_config(None, [f"experiment.workdir={workdir}", "experiment.name=ui-e2e", f"tracking.uri={uri}",
-                             "sweep.name=uisweep"])
+                             "sweep.name=uisweep", "eval.quality_every=100"])
     parent = sw._parent_run(cfg, uri, restore=False)
     client = sw._client(uri)
     trials = []
+    # evaluations during training at steps 100..400: (training cost, quality) as the workers log them
+    curves = {"aaaa0001": [(0.0025, 60.0), (0.005, 45.0), (0.0075, 36.0), (0.010, 30.0)],  # target: 30
+              "bbbb0002": [(0.001, 50.0), (0.002, 35.0), (0.003, 28.0), (0.004, 24.0)],  # reaches it at 0.0027
+              "cccc0003": [(0.0015, 55.0), (0.003, 42.0), (0.0045, 35.0), (0.006, 31.0)]}  # never
     for tid, role, q, c, params in (("aaaa0001", "baseline", 30.0, 0.010, {"objective.kind": "full"}),
                                     ("bbbb0002", "search", 24.0, 0.004, {"objective.kind": "local"}),
                                     ("cccc0003", "search", 27.0, 0.006, {"objective.kind": "fewer_frames"})):
         run = sw._child_run(uri, cfg.experiment.name, parent, cfg.sweep.name, tid, role)
         client.log_metric(run, "eval/fd_synthc3d", q)
         client.log_metric(run, "cost/gpu_hours", c)
+        for k, (cost, quality) in enumerate(curves[tid], start=1):
+            client.log_metric(run, "quality/fd_synthc3d", quality, step=100 * k)
+            client.log_metric(run, "quality/cost_gpu_hours", cost, step=100 * k)
         client.set_terminated(run)
         trials.append(sw.TrialSummary(tid, role, "TERMINATED", params, {"eval/fd_synthc3d": q, "cost/gpu_hours": c}))
     result = sw.SweepResult("uisweep", "eval/fd_synthc3d", "cost/gpu_hours", trials=trials, pareto=["bbbb0002"],
@@ -247,12 +254,16 @@ def _fake_sweep(uri: str, workdir: Path):
 
 
 @pytest.mark.skipif(not browser.available(), reason="Debian chromium not installed (.ci/run installs it)")
-def test_printed_links_open_the_compare_view_and_the_chart_in_chromium(mlflow_server, tmp_path):
+def test_printed_links_open_the_compare_view_and_the_chart_in_chromium(mlflow_server, tmp_path, artifacts_dir):
     from arvid_ray.sweep import ui_links
 
     result = _fake_sweep(mlflow_server, tmp_path)
     links = ui_links(result)
-    assert set(links) == {"compare", "pareto", "chart"} and all(u.startswith(mlflow_server + "/#/") for u in links.values())
+    assert set(links) == {"compare", "pareto", "chart", "quality"}
+    assert all(u.startswith(mlflow_server + "/#/") for u in links.values())
+    # the time to the baseline's final quality, from the trials' evaluations during training
+    assert "RATIO cost_to_target_bbbb0002_search_over_baseline 0.2714" in result.time_to_target, result.time_to_target
+    assert any(line.startswith("cccc0003 [search]: never reached the target 30") for line in result.time_to_target)
     names = [f"uisweep-{t.trial_id}" for t in result.trials]
     texts = browser.evaluate_in_frames(links["compare"], browser.PAGE_TEXT_JS,
                                        lambda v: any(all(n in t for n in names) for t in v), timeout=120)
@@ -267,3 +278,9 @@ def test_printed_links_open_the_compare_view_and_the_chart_in_chromium(mlflow_se
     texts = browser.evaluate_in_frames(links["pareto"], browser.PAGE_TEXT_JS,
                                        lambda v: any("pareto.png" in t for t in v), timeout=120)
     assert any("pareto.png" in t for t in texts)
+    # quality against training cost, per trial: the parent run's artifact, shown by MLflow's viewer
+    shot = artifacts_dir / "mlflow_quality_vs_cost.png"
+    texts = browser.evaluate_in_frames(links["quality"], browser.PAGE_TEXT_JS,
+                                       lambda v: any("quality_vs_cost.png" in t for t in v), timeout=120,
+                                       screenshot=shot)
+    assert any("quality_vs_cost.png" in t for t in texts) and shot.stat().st_size > 10_000

@@ -48,6 +48,8 @@ class SweepResult:
     tracking_uri: str | None = None
     experiment_path: str = ""
     interrupted: str | None = None  # "SIGINT" / "SIGTERM" when a signal stopped the sweep
+    curves: bool = False  # the trials were evaluated during training (plots/quality_vs_cost.png)
+    time_to_target: list[str] = field(default_factory=list)  # its verdict lines, against the baseline trial
 
     def complete(self) -> list[TrialSummary]:
         """Trials with a finite final quality: the only ones a best/Pareto result may come from."""
@@ -131,6 +133,11 @@ def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
     out = cfg.experiment.workdir_path() / "reports" / cfg.sweep.name
     out.mkdir(parents=True, exist_ok=True)
     files = sweep_report(result, out)
+    if cfg.eval.quality_every > 0 and result.tracking_uri and result.parent_run_id:
+        try:
+            files += _quality_report(result, out)
+        except Exception as exc:  # noqa: BLE001 - the curves are extra; the sweep's result stands without them
+            log.warning("could not draw the quality-vs-cost curves from MLflow: %s", exc)
     summary = out / "report.json"  # machine-readable twin of report.md (trials, metrics, Pareto ids)
     summary.write_text(json.dumps(dataclasses.asdict(result), indent=1, default=str))
     files.append(summary)
@@ -145,6 +152,29 @@ def _log_report(cfg: ExperimentConfig, result: SweepResult) -> None:
     runs.fail_open_runs(result.tracking_uri, result.parent_run_id, "KILLED" if result.interrupted else "FAILED",
                         include_parent=False)
     runs.end_parent_run(result.tracking_uri, result.parent_run_id, result.run_status)
+
+
+QUALITY_COST = {"cost/gpu_hours": "quality/cost_gpu_hours", "cost/usd": "quality/cost_usd"}
+
+
+def _quality_report(result: SweepResult, out: Path) -> list[Path]:
+    """Each trial's evaluations during training (from its MLflow run): quality against training cost, and
+    the cost at which each first reaches the baseline trial's final quality (``time_to_target.md``)."""
+    from arvid_ray.report import time_to_target_report
+    from arvid_ray.tracking import runs
+
+    quality_key = "quality/" + result.quality_key.split("/", 1)[-1]
+    cost_key = QUALITY_COST.get(result.cost_key, "quality/cost_gpu_hours")
+    by_trial = runs.quality_curves(result.tracking_uri, result.parent_run_id, quality_key, cost_key)
+    if not by_trial:
+        return []
+    roles = {t.trial_id: t.role for t in result.trials}
+    label = {tid: f"{tid} [{roles.get(tid, 'search')}]" for tid in by_trial}
+    base = next((label[tid] for tid in by_trial if roles.get(tid) == "baseline"), None)
+    files, lines = time_to_target_report({label[tid]: [pts] for tid, pts in by_trial.items()}, out, baseline=base,
+                                         quality_key=quality_key, cost_key=cost_key, title=f"sweep {result.name}")
+    result.curves, result.time_to_target = True, lines
+    return files
 
 
 def tracking_lines(cfg: ExperimentConfig, result: SweepResult) -> list[str]:

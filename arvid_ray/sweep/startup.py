@@ -148,6 +148,10 @@ def print_result(start: SweepStart, cfg: ExperimentConfig, result: SweepResult) 
         print(f"  best {t.trial_id} [{t.role}] {result.quality_key}={t.metrics[result.quality_key]:.3f} "
               f"{result.cost_key}={t.metrics.get(result.cost_key, float('nan')):.5f} {t.params}")
     print(f"  Pareto front (quality vs cost): {', '.join(result.pareto) or 'empty'}")
+    if result.time_to_target:
+        print("  Time to the baseline's final quality (evaluations during training):")
+        for line in result.time_to_target:
+            print(f"    {line}")
     _print_links(cfg, result, ui_hint(result.tracking_uri))
     if result.interrupted:
         print(f"\nINTERRUPTED by {result.interrupted}: the parent run and unfinished trials are KILLED; finish with"
@@ -168,7 +172,8 @@ def _print_links(cfg: ExperimentConfig, result: SweepResult, hint: str) -> None:
         print("  (it serves http://127.0.0.1:5000, the address in these links)")
     labels = {"compare": "all trial runs, side by side (Compare → Scatter Plot)",
               "chart": "interactive cost-vs-quality chart (trial names, params, baseline)",
-              "pareto": "Pareto plot"}
+              "pareto": "Pareto plot",
+              "quality": "quality against training cost, per trial, during training (time to the baseline's quality)"}
     for key, label in labels.items():
         if key in links:
             print(f"  {label}:\n    {links[key]}")

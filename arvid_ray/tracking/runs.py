@@ -22,7 +22,7 @@ from arvid_ray.config import ExperimentConfig
 
 __all__ = ["TRIAL_TAG", "SWEEP_TAG", "ROLE_TAG", "RUN_DIR_TAG", "LOCAL_UI", "client", "parent_run", "child_run",
            "fail_run", "finish_run", "tag_run", "final_metrics", "end_trial_runs", "fail_open_runs",
-           "log_sweep_summary", "end_parent_run", "ui_links", "child_runs", "log_table"]
+           "log_sweep_summary", "end_parent_run", "ui_links", "child_runs", "log_table", "quality_curves"]
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,9 @@ def end_trial_runs(uri: str, parent_run_id: str, trial_id: str, status: str) -> 
 def ui_links(result: Any, ui_url: str | None = None) -> dict[str, str]:
     """Browser links into the MLflow UI for a sweep (``result`` needs ``tracking_uri`` and
     ``parent_run_id``): ``compare`` (MLflow's compare view with every trial run selected), ``pareto``
-    (the parent run's plots/pareto.png) and ``chart`` (its interactive plots/cost_quality.html).
+    (the parent run's plots/pareto.png), ``chart`` (its interactive plots/cost_quality.html) and, when
+    the trials were evaluated during training, ``quality`` (plots/quality_vs_cost.png: each trial's
+    quality against its training cost, with the time to the baseline's quality).
     ``ui_url``: where the UI is served (default: the tracking server, or LOCAL_UI for a local store).
     URL formats are MLflow 3's hash routes (``/#/compare-runs?runs=[...]``)."""
     from urllib.parse import quote
@@ -197,10 +199,29 @@ def ui_links(result: Any, ui_url: str | None = None) -> dict[str, str]:
     run_page = f"{base}/#/experiments/{exp_id}/runs/{result.parent_run_id}"
     links = {"pareto": f"{run_page}/artifacts/plots/pareto.png",
              "chart": f"{run_page}/artifacts/plots/cost_quality.html"}
+    if getattr(result, "curves", False):  # evaluations during training: quality against training cost
+        links["quality"] = f"{run_page}/artifacts/plots/quality_vs_cost.png"
     if children:
         ids = [r.info.run_id for r in children]
         links = {"compare": f"{base}/#/compare-runs?runs={as_json(ids)}&experiments={as_json([exp_id])}", **links}
     return links
+
+
+def quality_curves(uri: str, parent_run_id: str, quality_key: str, cost_key: str) -> dict[str, list[tuple[float, float]]]:
+    """Per trial id, its evaluations during training as (training cost, quality) in step order: the
+    metric histories ``quality_key`` and ``cost_key`` of each child run, paired by step. Trials without
+    any evaluation are left out."""
+    c = client(uri)
+    parent = c.get_run(parent_run_id)
+    out = {}
+    for run in c.search_runs([parent.info.experiment_id], filter_string=_children_filter(parent_run_id),
+                             max_results=1000):
+        quality = {m.step: m.value for m in c.get_metric_history(run.info.run_id, quality_key)}
+        cost = {m.step: m.value for m in c.get_metric_history(run.info.run_id, cost_key)}
+        points = [(cost[s], quality[s]) for s in sorted(quality) if s in cost]
+        if points:
+            out[run.data.tags.get(TRIAL_TAG, run.info.run_id)] = points
+    return out
 
 
 def child_runs(uri: str, parent_run_id: str):
