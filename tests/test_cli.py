@@ -44,7 +44,7 @@ def test_config_prints_a_resolved_config_that_loads_back(tmp_path, capsys):
     assert load_config(printed) == expected  # search-space order (when:) survives the round trip
     assert main(["config", "--changed", "--config", SWEEP_YAML]) == 0
     changed = yaml.safe_load(capsys.readouterr().out)
-    assert changed["train"] == {"steps": 400, "global_batch_size": 8, "lr": 1.0e-3, "ckpt_every": 0}
+    assert changed["train"] == {"steps": 400, "global_batch_size": 8, "lr": 1.0e-3}  # ckpt_every 100 is the default
     assert "seed" not in changed.get("experiment", {})
 
 

@@ -48,7 +48,7 @@ def _driver_command(workdir: Path, s3: str, steps: int, bootstrap: Path | None =
     home = workdir / "home"
     sweep = [sys.executable, "experiments/tune_window.py", "--smoke-test",
              f"storage.root=s3://{BUCKET}/rf", f"storage.s3_endpoint={s3}", f"experiment.workdir={workdir}",
-             f"train.steps={steps}", f"train.ckpt_every={ckpt_every}", "train.log_every=10", "train.report_every=10",
+             f"train.steps={steps}", f"train.ckpt_every={ckpt_every}", "eval.quality_every=0", "train.log_every=10", "train.report_every=10",
              "train.resource_timeout_s=300", "data.decode_cpus=1", "train.num_workers=1",
              "train.cpus_per_worker=1"]
     if gpu:  # scheduling asks for a GPU per worker; the fake GPUs are labels, so train on CPU with gloo

@@ -77,12 +77,18 @@ def test_smoke_sweep_logs_parent_children_and_pareto(smoke_sweep):
         assert child.data.metrics["cost/gpu_hours"] > 0
         assert "eval/fd_synthc3d" in child.data.metrics
         assert "train/loss" in child.data.metrics
+        # evaluated during training (eval.quality_every=6 of 12 steps), with the training cost at each step
+        history = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "quality/fd_synthc3d")}
+        cost = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "quality/cost_gpu_hours")}
+        assert sorted(history) == [6, 12] and sorted(cost) == [6, 12] and 0 < cost[6] < cost[12], child.data.tags
     searched = [c for c in children if c.data.tags["arvid.role"] == "search"]
     assert all(c.data.params["objective.kind"] in ("local", "fewer_frames") for c in searched)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "report.md" in artifacts
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
-    assert "plots/pareto.png" in plots
+    assert {"plots/pareto.png", "plots/quality_vs_cost.png"} <= plots and "time_to_target.md" in artifacts
+    assert "Time to the baseline's final quality" in smoke_sweep["stdout"]
+    assert "/artifacts/plots/quality_vs_cost.png" in smoke_sweep["stdout"]
 
 
 def test_multi_objective_result_is_non_dominated(smoke_sweep):

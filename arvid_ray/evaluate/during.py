@@ -165,7 +165,10 @@ class QualityWatch:
 
         if self._task is None:
             gpus = 1 if self.cfg.train.use_gpu and self.cfg.train.device == "auto" else 0
-            self._task = ray.remote(num_cpus=self.cfg.eval.quality_cpus, num_gpus=gpus, max_retries=0)(self.job)
+            # "DEFAULT": outside the trial's placement group — Tune has its trainables capture child tasks,
+            # and the trial's bundles are all held by its own workers, so a captured task would never start
+            self._task = ray.remote(num_cpus=self.cfg.eval.quality_cpus, num_gpus=gpus, max_retries=0,
+                                    scheduling_strategy="DEFAULT")(self.job)
         ref = self._task.remote(self.cfg, uri, step, cost, self.run_id)
         self.pending[ref] = step
         self.poll()

@@ -71,7 +71,7 @@ class TargetRow:
         note = {"interpolated": f"interpolated between evaluations {self.crossing.between[0]} and "
                                 f"{self.crossing.between[1]}",
                 "exact": f"at evaluation {self.crossing.between[0]}",
-                "at_first": "already at the first evaluation (the crossing is earlier, not measured)"}
+                "at_first": "already at the first evaluation; the crossing is earlier, not measured"}
         return (f"{self.name}: reaches the target {target:.4g} at cost {self.crossing.cost:.4g} "
                 f"({note[self.crossing.how]}); {self.ratio:.3f}x the baseline's")
 

@@ -23,7 +23,8 @@ from arvid_ray.sweep.results import SweepResult, tracking_lines
 
 # what --smoke-test adds before the command line's own overrides: 1 sampled trial + the baseline, tiny
 SMOKE_OVERRIDES = [
-    "sweep.num_samples=1", "sweep.name=smoke", "train.steps=12", "train.log_every=4", "train.ckpt_every=0",
+    "sweep.num_samples=1", "sweep.name=smoke", "train.steps=12", "train.log_every=4", "train.ckpt_every=6",
+    "eval.quality_every=6", "eval.quality_videos=4",  # two evaluations during training per trial: the curves
     "train.global_batch_size=4", "data.batch_size=4", "eval.num_videos=8", "eval.num_sample_videos=2",
     "eval.drift_multipliers=[2]", "eval.drift_videos=4", "eval.trajectory_videos=4", "synth.num_videos=48",
     "model.preset=debug", "sweep.max_concurrent_trials=2",  # both at once: a tiny trial is mostly start-up
