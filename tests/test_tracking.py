@@ -64,6 +64,9 @@ def test_child_run_is_nested_and_resumable_by_id(mlflow_server):
     again = Tracker(_cfg(mlflow_server, **{"tracking.run_id": child_id}))
     assert again.start() == child_id
     again.log_metrics({"eval/val_ce": 1.0}, step=3)
+    # a resumed run's reopen and points go out through the shipper (never waited on by the caller): let
+    # them land before ending the run from elsewhere, or the late reopen would set it RUNNING again
+    assert again.flush(30)
     end_run(_cfg(mlflow_server), child_id, "KILLED")
     parent.end("FINISHED")
     client = MlflowClient(mlflow_server)

@@ -71,6 +71,7 @@ class Tracker:
         self._monitor_stop: threading.Event | None = None  # set once the system metrics are to stop
         self._ops: list[dict[str, Any]] = []
         self._lock = threading.Lock()
+        self._scratch_lock = threading.Lock()  # the shipper and the caller may both ask for it first
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -252,9 +253,10 @@ class Tracker:
         return self._scratch() / METRICS_FILE if self.run_id is not None else None
 
     def _scratch(self) -> Path:
-        if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="arvid-tracking-"))
-        return self._tmp
+        with self._scratch_lock:  # one directory: a second one would hide the caller's metrics from the shipper
+            if self._tmp is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix="arvid-tracking-"))
+            return self._tmp
 
     def _caught_up(self) -> bool:
         path = self._metrics_path()
