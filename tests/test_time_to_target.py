@@ -75,3 +75,14 @@ def test_bad_curves_are_refused_naming_the_problem():
         first_reach([(2.0, 1.0), (1.0, 0.5)], 1.0)
     with pytest.raises(ValueError, match="not among the methods"):
         time_to_target({"a": [[(1.0, 1.0)]]}, "baseline")
+
+
+def test_a_crossing_at_the_first_evaluation_gives_no_ratio():
+    """A first evaluation already at the target bounds the crossing from above only: no RATIO line."""
+    target, rows = time_to_target({"baseline": [[(1.0, 90.0), (2.0, 100.0)]],  # noisy: final worse than first
+                                   "cheap": [[(0.5, 95.0), (1.0, 80.0)]]}, "baseline")
+    assert target == 100.0 and all(r.ratio is None and r.crossing.how == "at_first" for r in rows)
+    assert ratio_lines(rows, "baseline") == ["cost_to_target_cheap_over_baseline: not measured (the target was "
+                                             "reached at the first evaluation of this row or of the baseline: "
+                                             "evaluate earlier, eval.quality_every)"]
+    assert "no ratio (a first-evaluation bound)" in rows[1].line(target)

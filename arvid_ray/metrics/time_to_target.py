@@ -72,8 +72,9 @@ class TargetRow:
                                 f"{self.crossing.between[1]}",
                 "exact": f"at evaluation {self.crossing.between[0]}",
                 "at_first": "already at the first evaluation; the crossing is earlier, not measured"}
+        ratio = f"{self.ratio:.3f}x the baseline's" if self.ratio is not None else "no ratio (a first-evaluation bound)"
         return (f"{self.name}: reaches the target {target:.4g} at cost {self.crossing.cost:.4g} "
-                f"({note[self.crossing.how]}); {self.ratio:.3f}x the baseline's")
+                f"({note[self.crossing.how]}); {ratio}")
 
 
 def _check(curve: Sequence[Point], what: str) -> None:
@@ -146,7 +147,8 @@ def time_to_target(methods: Mapping[str, Sequence[Sequence[Point]]], baseline: s
         best = min(range(len(points)), key=lambda k: (points[k][1], points[k][0]))
         rows.append(TargetRow(
             name=name, crossing=crossing,
-            ratio=crossing.cost / base_cross.cost if crossing is not None and base_cross.cost > 0 else None,
+            ratio=(crossing.cost / base_cross.cost if crossing is not None and base_cross.cost > 0
+                   and "at_first" not in (crossing.how, base_cross.how) else None),  # a bound is not a ratio
             best_quality=points[best][1], best_cost=points[best][0],
             quality_at_budget=quality_at(points, budget), final_cost=points[-1][0]))
     return target, rows
@@ -160,7 +162,10 @@ def ratio_lines(rows: Sequence[TargetRow], baseline: str) -> list[str]:
         if row.name == baseline:
             continue
         key = re.sub(r"[^a-z0-9]+", "_", row.name.lower()).strip("_")
-        if row.ratio is None:
+        if row.ratio is None and row.crossing is not None:
+            out.append(f"cost_to_target_{key}_over_baseline: not measured (the target was reached at the first "
+                       f"evaluation of this row or of the baseline: evaluate earlier, eval.quality_every)")
+        elif row.ratio is None:
             out.append(f"cost_to_target_{key}_over_baseline: never reached "
                        f"(best {row.best_quality:.4g} at {row.best_cost:.4g})")
         else:
