@@ -36,7 +36,7 @@ import torch
 
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.evaluate import rollouts
-from arvid_ray.evaluate.reference import real_clips, real_features
+from arvid_ray.evaluate.run import load_for_eval, sample_and_score
 
 __all__ = ["PREFIX", "quality_metrics", "quality_job", "QualityWatch", "checkpoint_uri"]
 
@@ -55,15 +55,7 @@ def quality_metrics(cfg: ExperimentConfig, model, tokenizer, extractor=None) -> 
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
     device = next(model.parameters()).device
     extractor = extractor or load_extractor(cfg.eval.extractor, cfg.eval.i3d_path, device=device)
-    clips = real_clips(cfg, 2 * n)
-    real = real_features(cfg, extractor, clips)
-    prompts = np.arange(n) % len(clips.labels)
-    labels, captions = clips.labels[prompts], [clips.captions[i] for i in prompts]
-    videos = rollouts.sample_videos(model, tokenizer, cfg, cfg.latent_frames(), labels, captions,
-                                    seed=cfg.experiment.seed)
-    class_ok = cfg.model.conditioning == "class" and cfg.data.source == "synthetic"
-    metrics = rollouts.evaluate_videos(real["features"], videos, extractor, labels=labels if class_ok else None,
-                                       seed=cfg.experiment.seed)
+    metrics, clips, *_ = sample_and_score(cfg, model, tokenizer, extractor, n)
     if clips.positions is not None and cfg.eval.trajectory_videos:
         metrics["eval/traj_error"] = rollouts.prompted_trajectory_error(model, tokenizer, cfg, clips,
                                                                         min(n, cfg.eval.trajectory_videos))
@@ -98,20 +90,12 @@ def quality_job(cfg: ExperimentConfig, uri: str, step: int, train_cost: dict[str
                 run_id: str | None) -> dict[str, float]:
     """Evaluate the checkpoint at ``uri`` and log the point into run ``run_id`` at ``step`` (the body of
     the Ray task; also callable in-process)."""
-    from arvid_ray.model import build_model
-    from arvid_ray.tokenizer import load_tokenizer
-    from arvid_ray.train.checkpoint import load_checkpoint
-
     t0 = time.perf_counter()
     torch.set_num_threads(max(1, int(cfg.eval.quality_cpus)))
     local, tmp = _fetch(uri, cfg)
     try:
         device = "cuda" if torch.cuda.is_available() and cfg.train.device == "auto" else "cpu"
-        tokenizer = load_tokenizer(cfg.tokenizer, device=device)
-        model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)
-        state = load_checkpoint(local, cfg, model=model, restore_rng_state=False)
-        if state.ema is not None:  # as the final evaluation: the weight average when training kept one
-            model.load_state_dict(state.ema["weights"])
+        tokenizer, model, _ = load_for_eval(cfg, local, device)
         model.eval()
         metrics = quality_metrics(cfg, model, tokenizer)
     finally:
@@ -139,7 +123,6 @@ class QualityWatch:
         self.cfg, self.run_id, self.tracker, self.inline = cfg, run_id, tracker, inline  # inline: no Ray
         self.job = job  # quality_job's signature; another only in tests (an evaluator that dies)
         self.pending: dict[Any, int] = {}  # Ray object ref -> step
-        self.done: dict[int, dict[str, float]] = {}
         self.lost: dict[int, str] = {}
         self._task = None
 
@@ -156,7 +139,7 @@ class QualityWatch:
         uri = uri or checkpoint_uri(self.cfg, step)
         if self.inline:
             try:
-                self.done[step] = self.job(self.cfg, uri, step, cost, self.run_id)
+                self.job(self.cfg, uri, step, cost, self.run_id)
             except Exception as exc:  # noqa: BLE001 - a failed evaluation never fails the run
                 self.lost[step] = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("evaluation of the checkpoint of step %d failed: %s", step, self.lost[step])
@@ -188,7 +171,7 @@ class QualityWatch:
 
         step = self.pending.pop(ref)
         try:
-            self.done[step] = ray.get(ref)
+            ray.get(ref)  # the task logged its point itself; this only tells a lost one
         except Exception as exc:  # noqa: BLE001 - a lost evaluator never fails the trial
             lines = [line for line in str(exc).splitlines() if line.strip()]  # a task error's last line says what
             self.lost[step] = f"{type(exc).__name__}: {lines[-1].strip() if lines else ''}"[:300]

@@ -69,6 +69,36 @@ def _log_files(cfg: ExperimentConfig, tracker, out_dir: Path, files: list[Path],
         tracker.log_artifact(f, f.parent.relative_to(out_dir).as_posix() if f.parent != out_dir else None)
 
 
+def sample_and_score(cfg: ExperimentConfig, model, tokenizer, extractor, n: int):
+    """``n`` videos sampled at training length (prompts cycle over the real clips' labels/captions) and
+    their distribution and consistency metrics against ``2n`` real clips. Returns (metrics, clips, real
+    features, labels, captions, videos): the end-of-run evaluation and the one during training share it."""
+    clips = real_clips(cfg, 2 * n)
+    real = real_features(cfg, extractor, clips)
+    prompts = np.arange(n) % len(clips.labels)
+    labels, captions = clips.labels[prompts], [clips.captions[i] for i in prompts]
+    videos = rollouts.sample_videos(model, tokenizer, cfg, cfg.latent_frames(), labels, captions, seed=cfg.experiment.seed)
+    class_ok = cfg.model.conditioning == "class" and cfg.data.source == "synthetic"
+    metrics = evaluate_videos(real["features"], videos, extractor, labels=labels if class_ok else None,
+                              seed=cfg.experiment.seed)
+    return metrics, clips, real, labels, captions, videos
+
+
+def load_for_eval(cfg: ExperimentConfig, checkpoint: str | Path, device: str):
+    """(tokenizer, model with the checkpoint's weights — its weight average when training kept one —,
+    training state) for evaluating a saved ``step_*`` directory."""
+    from arvid_ray.model import build_model
+    from arvid_ray.tokenizer import load_tokenizer
+    from arvid_ray.train.checkpoint import load_checkpoint
+
+    tokenizer = load_tokenizer(cfg.tokenizer, device=device)
+    model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)  # = train.loop.vocab_size
+    state = load_checkpoint(checkpoint, cfg, model=model, restore_rng_state=False)
+    if state.ema is not None:  # a run with train.ema_decay validated and evaluated its weight average
+        model.load_state_dict(state.ema["weights"])
+    return tokenizer, model, state
+
+
 def evaluate_model(cfg: ExperimentConfig, model, tokenizer, *, out_dir: str | Path | None = None,
                    tracker=None, step: int = 0, extractor=None) -> dict[str, float]:
     """Sample cfg.eval.num_videos videos, compute every metric, write samples/ and plots/, log to ``tracker``.
@@ -87,14 +117,7 @@ def evaluate_model(cfg: ExperimentConfig, model, tokenizer, *, out_dir: str | Pa
     extractor = extractor or load_extractor(cfg.eval.extractor, cfg.eval.i3d_path, device=device)
     run = cfg.train.run_name or cfg.tracking.run_id or "latest"
     out_dir = Path(out_dir) if out_dir else cfg.experiment.workdir_path() / "eval" / cfg.experiment.name / run
-    clips = real_clips(cfg, 2 * n)
-    real = real_features(cfg, extractor, clips)
-    prompts = np.arange(n) % len(clips.labels)
-    labels, captions = clips.labels[prompts], [clips.captions[i] for i in prompts]
-    videos = rollouts.sample_videos(model, tokenizer, cfg, cfg.latent_frames(), labels, captions, seed=cfg.experiment.seed)
-    class_ok = cfg.model.conditioning == "class" and cfg.data.source == "synthetic"
-    metrics = evaluate_videos(real["features"], videos, extractor, labels=labels if class_ok else None,
-                              seed=cfg.experiment.seed)
+    metrics, clips, real, labels, captions, videos = sample_and_score(cfg, model, tokenizer, extractor, n)
     metrics.update({"eval/real_warp_error": real["warp_error"], "eval/real_motion": real["motion"],
                     "eval/real_n": float(len(clips.labels))})
     metrics["eval/fd_recon"] = reconstruction_fd(cfg, tokenizer, extractor, clips, real["features"], n)
@@ -134,17 +157,9 @@ def _evaluate_job(cfg: ExperimentConfig, checkpoint: str, out_dir: str | None, r
                   training_run_id: str | None = None) -> dict:
     """Load tokenizer + model + weights, evaluate, log into an evaluation run of its own (new, or the
     evaluation run ``run_id``), tagged with the training run it scores; the training run is never touched."""
-    from arvid_ray.model import build_model
-    from arvid_ray.tokenizer import load_tokenizer
     from arvid_ray.tracking import Tracker
-    from arvid_ray.train.checkpoint import load_checkpoint
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = load_tokenizer(cfg.tokenizer, device=device)
-    model = build_model(cfg.model, tokenizer.vocab_size, cfg.latent_shape()).to(device)  # = train.loop.vocab_size
-    state = load_checkpoint(checkpoint, cfg, model=model, restore_rng_state=False)
-    if state.ema is not None:  # a run with train.ema_decay validated and evaluated its weight average
-        model.load_state_dict(state.ema["weights"])
+    tokenizer, model, state = load_for_eval(cfg, checkpoint, "cuda" if torch.cuda.is_available() else "cpu")
     out = Path(out_dir) if out_dir else Path(checkpoint) / "eval"
     cfg = cfg.replace(**{"tracking.run_id": None, "tracking.parent_run_id": None})  # never the training run
     tracker = Tracker(cfg, run_dir=out)
