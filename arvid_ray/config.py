@@ -399,7 +399,13 @@ class SamplingConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 200
-    """Optimizer steps."""
+    """Optimizer steps (with train.budget_gpu_hours: the most it may take)."""
+    budget_gpu_hours: float = 0.0
+    """Training-cost budget in accelerator-hours (cost/gpu_hours: GPUs, or CPU cores without one, times wall
+    time), 0 = none. The run stops after the first optimizer step at which its cost reaches the budget (or at
+    train.steps, whichever comes first), and the learning rate's cosine runs over the budget instead of the
+    steps, so a cheaper method spends the same money on more steps with a full schedule (the equal-budget
+    study: reproduce_paper.py --study cost)."""
     global_batch_size: int = 16
     """Clips per optimizer step across all workers; accumulation = global / (workers x micro)."""
     lr: float = 3e-4
@@ -479,6 +485,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_range("train.steps", self.steps, 1)
+        _check_range("train.budget_gpu_hours", self.budget_gpu_hours, 0.0)
         _check_range("train.global_batch_size", self.global_batch_size, 1)
         _check_range("train.lr", self.lr, 0.0, lo_open=True)
         _check_range("train.min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)

@@ -291,3 +291,60 @@ def test_initial_weights_do_not_depend_on_whether_the_tokenizer_was_loaded_befor
     first = build_training_model(cfg).state_dict()
     again = build_training_model(cfg).state_dict()
     assert all(torch.equal(first[k], again[k]) for k in first)
+
+
+def _steps_are_the_clock(monkeypatch) -> None:
+    """The cost meter bills 0.01 accelerator-hours per optimizer step (and carries it through checkpoints)."""
+    from arvid_ray.train.cost import CostMeter
+
+    real = CostMeter.state
+
+    def state(self):
+        return {**real(self), "device_s": self.prior.get("device_s", 0.0) + 36.0 * self.steps}
+
+    monkeypatch.setattr(CostMeter, "state", state)
+
+
+def test_a_budget_stops_training_at_its_cost_and_its_cosine_ends_there(tmp_path, monkeypatch):
+    """train.budget_gpu_hours: the run stops after the step whose cost reaches the budget (train.steps is the
+    cap), that step is the last one everywhere (checkpoint, final hook, budget_stop mark), and the learning
+    rate's cosine runs over the budget. The clock is the cost meter's, driven here by the step count."""
+    _steps_are_the_clock(monkeypatch)
+    cfg = BASE.replace(**{"train.steps": 50, "train.warmup_steps": 2, "train.budget_gpu_hours": 0.07,
+                          "train.log_every": 3, "train.ckpt_every": 0})
+    reports, hooked = [], []
+
+    class Collect:
+        def report(self, step, metrics, save):
+            reports.append((step, metrics, save))
+
+    result = train_loop(cfg, cycle(pattern_batches), reporter=Collect(),
+                        final_hook=lambda c, m: hooked.append(1) or {"eval/x": 1.0})
+    assert result.steps == list(range(1, 8))  # 7 steps x 0.01 = the budget
+    step, metrics, save = reports[-1]
+    assert step == 7 and save is not None and hooked == [1]  # last step: checkpoint and final evaluation
+    assert metrics["train/budget_stop"] == 1.0 and metrics["eval/x"] == 1.0
+    assert [s for s, _, _ in reports] == [3, 6, 7]
+    # the cosine over the budget: at 0.07 spent the factor is the floor; without a budget it would not be
+    assert lr_factor(10, cfg.train, spent=0.07) == pytest.approx(cfg.train.min_lr_ratio)
+    assert lr_factor(10, cfg.train, spent=0.035) == pytest.approx((1 + cfg.train.min_lr_ratio) / 2)
+    assert lr_factor(10, cfg.train) > 0.9
+    assert lr_factor(1, cfg.train, spent=0.07) == pytest.approx(1.0)  # warmup counts steps either way
+    # step 7's rate was set inside step 6, when the meter had counted 5 steps (0.05 of 0.07 spent)
+    assert metrics["train/lr"] == pytest.approx(cfg.train.lr * lr_factor(6, cfg.train, spent=0.05))
+
+
+def test_a_run_resumed_at_its_budget_trains_no_further(tmp_path, monkeypatch):
+    cfg = BASE.replace(**{"train.steps": 40, "train.warmup_steps": 2, "train.budget_gpu_hours": 0.05,
+                          "train.ckpt_every": 0})
+    _steps_are_the_clock(monkeypatch)
+    tracker = Tracker(cfg, run_dir=tmp_path / "run")
+    first = train_loop(cfg, cycle(pattern_batches), reporter=LocalReporter(tracker, tmp_path / "ckpt"))
+    assert first.steps == [1, 2, 3, 4, 5]
+    again = train_loop(cfg, cycle(pattern_batches), resume_from=latest_checkpoint(tmp_path / "ckpt"))
+    assert again.steps == [] and again.start_step == 5
+
+
+def test_a_negative_budget_is_refused_naming_the_field():
+    with pytest.raises(ConfigError, match="train.budget_gpu_hours"):
+        BASE.replace(**{"train.budget_gpu_hours": -1.0})

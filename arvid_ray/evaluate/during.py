@@ -126,14 +126,16 @@ class QualityWatch:
         self.lost: dict[int, str] = {}
         self._task = None
 
-    def due(self, step: int) -> bool:
+    def due(self, step: int, last: bool = False) -> bool:
+        """At every eval.quality_every steps and at the run's last step (train.steps, or where its budget
+        stopped it: ``last``)."""
         every = self.cfg.eval.quality_every
-        return every > 0 and (step % every == 0 or step == self.cfg.train.steps)
+        return every > 0 and (step % every == 0 or step == self.cfg.train.steps or last)
 
     def after_checkpoint(self, step: int, metrics: dict[str, float], uri: str | None = None) -> None:
         """Submit the evaluation of the checkpoint of ``step`` (already persisted by Ray Train; ``uri``
         where it is, default :func:`checkpoint_uri`). Inline (one process, no Ray): evaluate it now."""
-        if not self.due(step):
+        if not self.due(step, last=metrics.get("train/budget_stop", 0.0) > 0):
             return
         cost = {k: float(metrics[k]) for k in ("cost/gpu_hours", "cost/usd") if k in metrics}
         uri = uri or checkpoint_uri(self.cfg, step)

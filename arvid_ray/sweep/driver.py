@@ -93,7 +93,8 @@ def _finished_result(cfg: ExperimentConfig, run_dir: Path, uri: str, run_id: str
 
     steps, key = cfg.train.steps, cfg.sweep.metric
     try:
-        last = [r for r in read_metrics_jsonl(run_dir) if r.get("step", 0) >= steps and key in r]
+        last = [r for r in read_metrics_jsonl(run_dir)
+                if (r.get("step", 0) >= steps or r.get("train/budget_stop", 0) > 0) and key in r]
     except (OSError, ValueError):
         last = []
     if last:

@@ -146,12 +146,17 @@ def tag_run(uri: str, run_id: str, tags: Mapping[str, str]) -> None:
 
 
 def final_metrics(uri: str, run_id: str, key: str, steps: int) -> dict[str, Any] | None:
-    """The run's metrics when ``key`` was logged at step ``steps`` or later (its final evaluation ran),
-    else None; None too when the tracking server is away (train again rather than guess)."""
+    """The run's metrics when ``key`` was logged at step ``steps`` or later, or the run stopped at its
+    training budget (train/budget_stop) and ``key`` was logged (its final evaluation ran), else None; None
+    too when the tracking server is away (train again rather than guess)."""
     try:
         c = client(uri)
-        if any(m.step >= steps for m in c.get_metric_history(run_id, key)):
+        history = c.get_metric_history(run_id, key)
+        if any(m.step >= steps for m in history):
             return {**c.get_run(run_id).data.metrics, "step": float(steps)}
+        metrics = c.get_run(run_id).data.metrics if history else {}
+        if metrics.get("train/budget_stop", 0) > 0:
+            return {**metrics, "step": float(max(m.step for m in history))}
     except Exception as exc:  # noqa: BLE001
         log.warning("could not read run %s from MLflow (%s)", run_id, exc)
     return None

@@ -200,7 +200,8 @@ class Tracker:
         busy = self._busy_since
         if busy is not None and self._down_since is None and time.monotonic() - busy > _STALL_S:
             self._mark_down(f"no reply for {time.monotonic() - busy:.0f} s")  # cheap: state and one log line
-        if self._thread is not None and self.cfg.train.steps > 0 and int(step) >= self.cfg.train.steps:
+        last = int(step) >= self.cfg.train.steps or clean.get("train/budget_stop", 0.0) > 0  # the run's end
+        if self._thread is not None and self.cfg.train.steps > 0 and last:
             self.flush(self.cfg.tracking.flush_timeout_s)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:

@@ -154,6 +154,10 @@ class CostMeter:
             "step_device_s": self.prior.get("step_device_s", 0.0) + self.devices() * self.step_time_s,
         }
 
+    def gpu_hours(self) -> float:
+        """cost/gpu_hours so far (this attempt plus the earlier ones): what train.budget_gpu_hours bounds."""
+        return self.state()["device_s"] / 3600.0
+
     def restore(self, state: Mapping[str, float] | None) -> None:
         """Continue the totals of a checkpointed run (its attempts may have had another world size/device)."""
         self.prior = {k: float(v) for k, v in (state or {}).items()}

@@ -233,9 +233,8 @@ def _put_val(metrics: dict[str, float], value: float) -> None:
         metrics["eval/val_ce"] = value
 
 
-def _cadence(step: int, cfg: ExperimentConfig) -> tuple[bool, bool, bool]:
-    """(log, eval, checkpoint) at the end of 1-based optimizer step ``step``."""
-    last = step == cfg.train.steps
+def _cadence(step: int, cfg: ExperimentConfig, last: bool) -> tuple[bool, bool, bool]:
+    """(log, eval, checkpoint) at the end of 1-based optimizer step ``step`` (``last``: the run ends there)."""
     t = cfg.train
     return (
         step % t.log_every == 0 or last,
@@ -372,14 +371,28 @@ def _setup(cfg: ExperimentConfig, batches: Iterator[dict], rank: int, world_size
     loss.generator, loss.window_generator = generator, torch.Generator()
     module = parallel.parallelize(loss, cfg, device)
     optimizer = build_optimizer(model, cfg.train)  # after sharding: FSDP replaced the parameters
-    scheduler = build_scheduler(optimizer, cfg.train)
     meter = CostMeter(cfg, world_size=world_size, device=str(device), flops_fn=model.forward_flops,
                       head_flops_fn=model.head_flops)
+    scheduler = build_scheduler(optimizer, cfg.train, spent=meter.gpu_hours)  # the budget's cosine reads it
     run = _Run(cfg, module, loss, model, objective, optimizer, scheduler, generator, device, meter, rank, ema=ema)
     if state is not None:
         _resume(run, state, batches)
         run.start, run.position = state.step, state.data_position
     return run
+
+
+def _budget_spent(run: _Run) -> bool:
+    """Has the run spent train.budget_gpu_hours? Every rank gets the same answer (the largest cost of any
+    rank decides), so every rank stops at the same step and makes the same reports."""
+    budget = run.cfg.train.budget_gpu_hours
+    if budget <= 0:
+        return False
+    spent = run.meter.gpu_hours() >= budget
+    if run.meter.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        flag = torch.tensor([1.0 if spent else 0.0], device=run.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        spent = bool(flag.item() > 0)
+    return spent
 
 
 def _window_means(window: list[dict[str, float]]) -> dict[str, float]:
@@ -426,7 +439,8 @@ def train_loop(
         run.device,
     )
     steps, losses, window, metrics = [], [], [], {}
-    for step in range(run.start + 1, cfg.train.steps + 1):
+    first = cfg.train.steps + 1 if run.start and _budget_spent(run) else run.start + 1  # resumed at its budget
+    for step in range(first, cfg.train.steps + 1):
         micro = [_next(batches, run.meter, step) for _ in range(accum)]
         for batch in micro:
             _check_on_host(run.inner, batch)
@@ -455,7 +469,9 @@ def train_loop(
         window.append(res.scalars)
         if on_step_end is not None:
             on_step_end(step)
-        do_log, do_eval, do_ckpt = _cadence(step, cfg)
+        by_budget = step < cfg.train.steps and _budget_spent(run)
+        last = by_budget or step == cfg.train.steps
+        do_log, do_eval, do_ckpt = _cadence(step, cfg, last)
         if not (do_log or do_eval or do_ckpt):
             continue
         metrics = {
@@ -465,12 +481,18 @@ def train_loop(
             **_window_means(window),
             **run.meter.metrics(),
         }
-        # time left for the remaining optimizer steps at the recent pace (excludes evaluations)
+        # time left for the remaining optimizer steps at the recent pace (excludes evaluations), or for the
+        # rest of the budget
         metrics["train/eta_s"] = (cfg.train.steps - step) * metrics["train/step_time_s"]
+        if cfg.train.budget_gpu_hours > 0:
+            left_s = (cfg.train.budget_gpu_hours - metrics["cost/gpu_hours"]) * 3600.0 / run.meter.devices()
+            metrics["train/eta_s"] = max(0.0, min(metrics["train/eta_s"], left_s))
+        if by_budget:
+            metrics["train/budget_stop"] = 1.0  # the last step: the reporters and the tracker end here too
         window = []
         if do_eval and val_batches is not None:
             _put_val(metrics, run.validate(val_batches))
-        if step == cfg.train.steps and final_hook is not None:
+        if last and final_hook is not None:
             plain = run.plain_model()  # every rank: gathering shards is a collective
             if rank == 0:
                 metrics.update(final_hook(cfg, plain))
@@ -484,6 +506,11 @@ def train_loop(
                 metrics.get("train/loss", float("nan")),
                 f"val_ce {metrics['eval/val_ce']:.4f}" if "eval/val_ce" in metrics else "",
             )
+        if by_budget:
+            if rank == 0:
+                log.info("training cost %.4g accelerator-hours reached train.budget_gpu_hours=%g at step %d of %d",
+                         metrics["cost/gpu_hours"], cfg.train.budget_gpu_hours, step, cfg.train.steps)
+            break
     if not steps and reporter is not None:  # resumed a finished run: one report so Ray gets a result
         metrics = {"step": float(run.start)}
         if val_batches is not None:

@@ -50,16 +50,25 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, fused: bool | None
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kwargs)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Multiplier of cfg.lr at optimizer step ``step`` (0-based): linear warmup, cosine to min_lr_ratio."""
+def lr_factor(step: int, cfg: TrainConfig, spent: float | None = None) -> float:
+    """Multiplier of cfg.lr at optimizer step ``step`` (0-based): linear warmup, cosine to min_lr_ratio over
+    the steps — or, with ``train.budget_gpu_hours`` and ``spent`` (accelerator-hours spent so far), over
+    the budget, so a run stopped by its budget ends its schedule there."""
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
-    decay_steps = max(cfg.steps - cfg.warmup_steps, 1)
-    progress = min(max(step - cfg.warmup_steps, 0) / decay_steps, 1.0)
+    if cfg.budget_gpu_hours > 0 and spent is not None:
+        progress = min(max(spent / cfg.budget_gpu_hours, 0.0), 1.0)
+    else:
+        decay_steps = max(cfg.steps - cfg.warmup_steps, 1)
+        progress = min(max(step - cfg.warmup_steps, 0) / decay_steps, 1.0)
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                    spent: Callable[[], float] | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """``spent()``: accelerator-hours spent so far (the cost meter's), read when a budget is set."""
+    if cfg.budget_gpu_hours > 0 and spent is not None:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, spent()))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
 
 

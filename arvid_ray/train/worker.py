@@ -59,7 +59,8 @@ class RayReporter:
         # checkpoint's result (queue of 1), so a crash right after saving still restarts from it
         # from the cadence, not from the metrics: a rank with an empty validation shard logs no eval/val_ce
         evaluated = self.eval_every > 0 and step % self.eval_every == 0
-        if save is not None or self._after_checkpoint or evaluated or step >= self.total_steps:
+        last = step >= self.total_steps or metrics.get("train/budget_stop", 0.0) > 0
+        if save is not None or self._after_checkpoint or evaluated or last:
             self._after_checkpoint = save is not None
             return True
         return step // self.every > self._last_step // self.every
