@@ -630,6 +630,11 @@ class SweepConfig:
     """Stop the sweep after this many seconds (0 = no limit)."""
     asha_grace_steps: int = 50
     """ASHA grace period in steps (single mode)."""
+    prune_on: Literal["val_ce", "quality"] = "val_ce"
+    """What ASHA prunes on (single mode): val_ce = eval/val_ce at its step; quality = the quality during
+    training (quality/<sweep.metric's name>, eval.quality_every > 0) at the step of the checkpoint it was
+    measured on, the grace period rounded up to a multiple of eval.quality_every so every rung compares
+    the same step. Multi mode has no ASHA: its Pareto front reads the final values."""
     seed: int = 0
     """Sampler seed."""
 
