@@ -18,6 +18,12 @@ to its owner, so rank 0 waits for its pending evaluations after the last trainin
 training steps never wait). A lost evaluator — a dead node, an exception — is logged and tagged
 (``arvid.quality_lost``), never fails the trial. The prompts and sampling seeds are the same at every
 evaluation, so the curve moves with the weights, not with the draw.
+
+The sweep also prunes on these points (``sweep.prune_on=quality``): rank 0 collects each finished
+evaluation's metrics without waiting, and ``QualityWatch.take`` hands them over once each, in step order,
+with the checkpoint's step as ``quality/step``; the RayReporter adds them to its next report to Ray (never
+to the tracker: the task already logged them at the checkpoint's step), and ASHA compares them at that
+step (arvid_ray.sweep.space.asha_target).
 """
 
 from __future__ import annotations
@@ -38,11 +44,12 @@ from arvid_ray.config import ExperimentConfig
 from arvid_ray.evaluate import rollouts
 from arvid_ray.evaluate.run import load_for_eval, sample_and_score
 
-__all__ = ["PREFIX", "quality_metrics", "quality_job", "QualityWatch", "checkpoint_uri"]
+__all__ = ["PREFIX", "STEP_KEY", "quality_metrics", "quality_job", "QualityWatch", "checkpoint_uri"]
 
 log = logging.getLogger(__name__)
 
 PREFIX = "quality/"
+STEP_KEY = PREFIX + "step"  # in a handed-over point: the step of the checkpoint it was measured on
 
 
 def quality_metrics(cfg: ExperimentConfig, model, tokenizer, extractor=None) -> dict[str, float]:
@@ -116,6 +123,7 @@ def quality_job(cfg: ExperimentConfig, uri: str, step: int, train_cost: dict[str
 
 class QualityWatch:
     """Rank 0's evaluations during training: ``after_checkpoint`` submits one and returns at once;
+    ``poll`` collects the ended ones, ``take`` hands each finished point over once (for Ray Tune);
     ``finish`` waits for the pending ones after the last step, at most ``timeout_s``."""
 
     def __init__(self, cfg: ExperimentConfig, run_id: str | None, tracker=None, *, inline: bool = False,
@@ -124,6 +132,9 @@ class QualityWatch:
         self.job = job  # quality_job's signature; another only in tests (an evaluator that dies)
         self.pending: dict[Any, int] = {}  # Ray object ref -> step
         self.lost: dict[int, str] = {}
+        # finished points not yet taken (Ray mode only: inline, in one process without Ray, nothing takes them)
+        self.finished: dict[int, dict[str, float]] = {}
+        self._taken_step = -1  # the step of the last point handed over
         self._task = None
 
     def due(self, step: int, last: bool = False) -> bool:
@@ -141,7 +152,7 @@ class QualityWatch:
         uri = uri or checkpoint_uri(self.cfg, step)
         if self.inline:
             try:
-                self.job(self.cfg, uri, step, cost, self.run_id)
+                self.job(self.cfg, uri, step, cost, self.run_id)  # logged by the job; no Tune to hand it to
             except Exception as exc:  # noqa: BLE001 - a failed evaluation never fails the run
                 self.lost[step] = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("evaluation of the checkpoint of step %d failed: %s", step, self.lost[step])
@@ -173,11 +184,24 @@ class QualityWatch:
 
         step = self.pending.pop(ref)
         try:
-            ray.get(ref)  # the task logged its point itself; this only tells a lost one
+            metrics = ray.get(ref)  # the task logged its point itself; kept here only for take()
+            if metrics and step > self._taken_step:
+                self.finished[step] = dict(metrics)
         except Exception as exc:  # noqa: BLE001 - a lost evaluator never fails the trial
             lines = [line for line in str(exc).splitlines() if line.strip()]  # a task error's last line says what
             self.lost[step] = f"{type(exc).__name__}: {lines[-1].strip() if lines else ''}"[:300]
             log.warning("evaluation of the checkpoint of step %d was lost: %s", step, self.lost[step])
+
+    def take(self) -> dict[str, float] | None:
+        """The oldest finished point not yet handed over (with its checkpoint's step as ``quality/step``),
+        or None; each point once, steps increasing: a point older than one already handed over (its
+        evaluation ended late) is dropped, so ASHA's time attribute never goes back."""
+        for step in sorted(self.finished):
+            metrics = self.finished.pop(step)
+            if step > self._taken_step:
+                self._taken_step = step
+                return {**metrics, STEP_KEY: float(step)}
+        return None
 
     def finish(self, timeout_s: float | None = None) -> None:
         """Wait for the pending evaluations (at most ``timeout_s``; default: 4 minutes per pending one,

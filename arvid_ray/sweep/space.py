@@ -156,14 +156,70 @@ def check_batch(cfg: ExperimentConfig, dims: list[Dimension] = ()) -> None:
                 f"{per_step} (e.g. {per_step * max(1, round(int(batch) / per_step))}) or change the micro-batch")
 
 
+QUALITY_STEP = "quality/step"  # the checkpoint step of the quality point a Tune result carries
+
+
+def asha_target(cfg: ExperimentConfig) -> tuple[str, str, int]:
+    """(metric, time_attr, grace period) ASHA prunes on in single mode. ``sweep.prune_on=val_ce``:
+    eval/val_ce at its step. ``quality``: quality/<sweep.metric's name> (what the evaluation during training
+    logs) at the step of the checkpoint it was measured on (``quality/step``); the grace period is
+    sweep.asha_grace_steps rounded up to a multiple of eval.quality_every, so every rung (grace x 2^k) is a
+    step with an evaluation and compares the trials' quality at that same step (results without a quality
+    point are ignored by ASHA: it skips a result that lacks its metric or time_attr)."""
+    sw, steps = cfg.sweep, cfg.train.steps
+    if sw.prune_on == "quality":
+        every = cfg.eval.quality_every
+        grace = -(-max(sw.asha_grace_steps, 1) // every) * every if every > 0 else sw.asha_grace_steps
+        return "quality/" + sw.metric.split("/", 1)[-1], QUALITY_STEP, min(grace, steps)
+    return "eval/val_ce", "step", min(sw.asha_grace_steps, steps)
+
+
+def check_pruning(cfg: ExperimentConfig) -> None:
+    """sweep.prune_on=quality needs single mode (multi mode has no ASHA: its Pareto front reads the final
+    values), evaluations during training (eval.quality_every > 0) whose first rung comes before the last
+    step, and a sweep.metric those evaluations log."""
+    sw = cfg.sweep
+    if sw.prune_on != "quality":
+        return
+    if sw.mode != "single":
+        raise ConfigError(f"sweep.prune_on = 'quality' with sweep.mode = {sw.mode!r}: only single mode prunes "
+                          f"(multi mode's Pareto front reads the final values, with no ASHA); set sweep.mode=single "
+                          f"or sweep.prune_on=val_ce")
+    if cfg.eval.quality_every <= 0:
+        raise ConfigError("sweep.prune_on = 'quality' needs the quality during training, but eval.quality_every = 0 "
+                          "(final evaluation only); set eval.quality_every to a multiple of train.ckpt_every "
+                          f"(={cfg.train.ckpt_every}) below train.steps, or sweep.prune_on=val_ce")
+    fd, kvd = _metric_names(cfg)
+    logged = [fd, kvd] + (["eval/traj_error"] if cfg.data.source == "synthetic" and cfg.eval.trajectory_videos else [])
+    if sw.metric not in logged:
+        raise ConfigError(f"sweep.prune_on = 'quality' prunes on quality/<name of sweep.metric>, but the evaluation "
+                          f"during training does not log {sw.metric!r} (it logs {', '.join(logged)} under quality/); "
+                          f"set sweep.metric={fd}, or sweep.prune_on=val_ce")
+    _, _, grace = asha_target(cfg)
+    if grace >= cfg.train.steps:
+        raise ConfigError(f"sweep.prune_on = 'quality': ASHA's first rung (sweep.asha_grace_steps="
+                          f"{sw.asha_grace_steps} rounded up to a multiple of eval.quality_every={cfg.eval.quality_every}"
+                          f") is step {grace}, not before train.steps={cfg.train.steps}, so no trial could ever be "
+                          f"pruned (the last checkpoint's quality comes after the last report); lower "
+                          f"eval.quality_every or sweep.asha_grace_steps")
+
+
+def _metric_names(cfg: ExperimentConfig) -> tuple[str, str]:
+    from arvid_ray.evaluate import metric_names
+
+    return metric_names(cfg.eval.extractor)
+
+
 def check_sweep(cfg: ExperimentConfig) -> list[Dimension]:
     """Every sweep mistake that can be found before launch: the search space (non-empty, real keys,
-    `when:` that can be true), the metrics a trial logs, batch divisibility. Returns the dimensions."""
+    `when:` that can be true), the metrics a trial logs, what ASHA prunes on, batch divisibility. Returns
+    the dimensions."""
     if not cfg.sweep.search_space:
         raise ConfigError("sweep.search_space is empty: every trial would repeat the base config; add at least "
                           "one dimension (e.g. objective.window_frames: {type: int, low: 1, high: 4})")
     dims = parse_space(cfg.sweep.search_space, cfg)
     check_metrics(cfg)
+    check_pruning(cfg)
     check_batch(cfg, dims)
     return dims
 

@@ -3,9 +3,10 @@
 Design trade-off: one Tune trial is one training run (see ``driver.py``), so the Tuner only decides
 which configs run, how many at once and where their drivers sit; everything it needs is derived from
 the config and the cluster's *declared* node types (an autoscaling cluster has no GPU until asked).
-Single-objective mode minimises quality with ASHA on validation CE; multi-objective mode runs NSGA-II
-on (quality, cost) and reports the Pareto front; a fixed table of rows (reproduce_paper) runs one trial
-per row with no searcher. SIGINT/SIGTERM become Tune's own graceful stop, so an interrupted sweep is
+Single-objective mode minimises quality with ASHA on validation CE or, with ``sweep.prune_on=quality``,
+on the quality measured during training; multi-objective mode runs NSGA-II on (quality, cost) and reports
+the Pareto front from the final values; a fixed table of rows (reproduce_paper) runs one trial per row with
+no searcher. SIGINT/SIGTERM become Tune's own graceful stop, so an interrupted sweep is
 saved for ``--resume`` and its runs end KILLED.
 """
 
@@ -24,6 +25,7 @@ from arvid_ray.sweep.driver import DRIVER_CPUS, ROW_KEY, _trial_driver
 from arvid_ray.sweep.results import SweepResult, _log_report, _summaries
 from arvid_ray.sweep.space import (
     DefineByRun,
+    asha_target,
     check_batch,
     check_metrics,
     check_sweep,
@@ -53,13 +55,16 @@ def _searcher(cfg: ExperimentConfig, space: DefineByRun):
 
 
 def _scheduler(cfg: ExperimentConfig):
+    """ASHA in single mode, on what sweep.prune_on names (``space.asha_target``: eval/val_ce at its step,
+    or the quality during training at its checkpoint's step); multi mode has none."""
     if cfg.sweep.mode != "single":
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(
-        metric="eval/val_ce", mode="min", time_attr="step", max_t=cfg.train.steps,
-        grace_period=min(cfg.sweep.asha_grace_steps, cfg.train.steps), reduction_factor=2,
+    metric, time_attr, grace = asha_target(cfg)
+    return ASHAScheduler(  # every metric pruned on is lower-is-better (a loss, a distance, an error)
+        metric=metric, mode="min", time_attr=time_attr, max_t=cfg.train.steps,
+        grace_period=grace, reduction_factor=2,
     )
 
 
@@ -81,12 +86,16 @@ def _tune_storage_args(cfg: ExperimentConfig, storage: str) -> dict[str, Any]:
     return {"storage_path": inner, "storage_filesystem": filesystem}
 
 
-def _progress_reporter():
+def _progress_reporter(cfg: ExperimentConfig | None = None):
     from ray.tune import CLIReporter
 
+    columns = {"step": "step", "train/loss": "loss", "train/tokens_per_s": "tok/s",
+               "train/eta_s": "eta s", "eval/val_ce": "val ce", "cost/gpu_hours": "acc-h"}
+    if cfg is not None and cfg.sweep.mode == "single" and cfg.sweep.prune_on == "quality":
+        metric, time_attr, _ = asha_target(cfg)  # what ASHA prunes on, and the step it was measured at
+        columns.update({metric: metric.split("/", 1)[1], time_attr: "at step"})
     return CLIReporter(
-        metric_columns={"step": "step", "train/loss": "loss", "train/tokens_per_s": "tok/s",
-                        "train/eta_s": "eta s", "eval/val_ce": "val ce", "cost/gpu_hours": "acc-h"},
+        metric_columns=columns,
         max_report_frequency=30, print_intermediate_tables=True,  # live table at verbose=1 too
     )
 
@@ -163,7 +172,7 @@ def _tuner(cfg: ExperimentConfig, storage: str, parent_run_id: str, uri: str, re
         # a lost trial driver or worker node: retry the trial, resuming its Train run by its stable name
         failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures, fail_fast=False),
         callbacks=[_end_child_runs_callback(uri, parent_run_id)],
-        progress_reporter=_progress_reporter(), verbose=1,
+        progress_reporter=_progress_reporter(cfg), verbose=1,
     )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config, param_space=param_space), path
 

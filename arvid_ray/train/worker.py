@@ -43,7 +43,10 @@ class RayReporter:
     pass it on to ``ray.train.report`` when it carries a checkpoint or a validation, is the last step,
     follows a checkpoint, or is the first report at or after a multiple of ``every`` steps
     (``train.report_every``). Ray's report is a collective, so the ranks must agree: they do by
-    construction (the step number is the same everywhere), with no collective of our own."""
+    construction (the step number is the same everywhere), with no collective of our own. Rank 0 adds to
+    a report it sends anyway the next evaluation during training that has ended (``quality/*`` with its
+    checkpoint's ``quality/step``; each once, in step order), for Tune only — ASHA prunes on it with sweep.prune_on=quality; the
+    tracker has it already, logged by the evaluation at the checkpoint's step."""
 
     rank: int
     tracker: Tracker | None
@@ -75,6 +78,8 @@ class RayReporter:
         if not self._due(step, metrics, save):
             return
         self._last_step = step
+        if self.rank == 0 and self.quality is not None and (point := self.quality.take()) is not None:
+            metrics = {**metrics, **point}  # to Ray/Tune only: rank 0's metrics are what Tune sees
         if save is None:
             ray.train.report(metrics)
             return
