@@ -215,26 +215,31 @@ def control_lines(metric) -> list[str]:
     return out
 
 
+def regime_verdict(metric) -> str:
+    """(0) does the regime discriminate: the baseline's FD within 3x of fd_recon, and the shuffled control
+    (the baseline trials' own models, frames shuffled) worse than the baseline by more than 3x the seed spread?"""
+    base = ROWS[0][0]
+    ratio = _mean(metric(base, "fd_over_recon"))
+    c, b = _finite(metric(CONTROL[0], COLUMNS[0][1])), _finite(metric(base, COLUMNS[0][1]))
+    if not (c and b):
+        return f"- (0) regime: baseline FD = {ratio:.2f}× fd_recon; shuffled control not measured."
+    diff, spread, _ = compare_seeds(c, b)
+    sep = diff / spread if math.isfinite(spread) and spread > 0 else math.nan
+    ok = ratio <= 3 and math.isfinite(sep) and sep > 3
+    return (f"- (0) regime: baseline FD = {ratio:.2f}× fd_recon (bar ≤ 3×: {'met' if ratio <= 3 else 'not met'}); "
+            f"shuffled control FD {_mean(c):.4g} vs baseline {_mean(b):.4g} ({diff:+.3g}"
+            + (f" = {sep:+.1f}× the seed spread ±{spread:.2g}" if math.isfinite(sep) else "; one seed")
+            + f"; bar > +3×: {'met' if math.isfinite(sep) and sep > 3 else 'not met'}) → the measure "
+            + ("discriminates here." if ok else "does not discriminate at the issue's bar here."))
+
+
 def paper_verdicts(metric) -> list[str]:
     """(0) does the regime discriminate (baseline FD within 3x of fd_recon, the shuffled control worse by more
     than 3x the seed spread)? (a) the full method within the baseline's spread (or better) on FD and
     segment-4 trajectory error at <= 0.55x its cost; (b) Fewer-Frames worse than the baseline beyond the
     spread by segment 4. Said from the numbers, whichever way they fall."""
     base, fewer, full = ROWS[0][0], ROWS[1][0], ROWS[-1][0]
-    out = []
-    ratio = _mean(metric(base, "fd_over_recon"))
-    c, b = _finite(metric(CONTROL[0], COLUMNS[0][1])), _finite(metric(base, COLUMNS[0][1]))
-    if c and b:
-        diff, spread, _ = compare_seeds(c, b)
-        sep = diff / spread if math.isfinite(spread) and spread > 0 else math.nan
-        ok = ratio <= 3 and math.isfinite(sep) and sep > 3
-        out.append(f"- (0) regime: baseline FD = {ratio:.2f}× fd_recon (bar ≤ 3×: {'met' if ratio <= 3 else 'not met'}); "
-                   f"shuffled control FD {_mean(c):.4g} vs baseline {_mean(b):.4g} ({diff:+.3g}"
-                   + (f" = {sep:+.1f}× the seed spread ±{spread:.2g}" if math.isfinite(sep) else "; one seed")
-                   + f"; bar > +3×: {'met' if math.isfinite(sep) and sep > 3 else 'not met'}) → the measure "
-                   + ("discriminates here." if ok else "does not discriminate at the issue's bar here."))
-    else:
-        out.append(f"- (0) regime: baseline FD = {ratio:.2f}× fd_recon; shuffled control not measured.")
+    out = [regime_verdict(metric)]
     cost = _mean(metric(full, "cost/gpu_hours")) / _mean(metric(base, "cost/gpu_hours"))
     flops = _mean(metric(full, "cost/train_flops")) / _mean(metric(base, "cost/train_flops"))
     parts, fails, undecided = [], [], False
@@ -316,21 +321,23 @@ def verdict(method: str, references: list[str], metric, key: str) -> list[str]:
     return out
 
 
-def select_rows(wanted: list[str] | None) -> list[tuple[str, dict]]:
-    """The table rows to run: all, or those named by index or exact name (in table order)."""
+def select_rows(wanted: list[str] | None, rows: list[tuple[str, dict]] | None = None) -> list[tuple[str, dict]]:
+    """The table rows to run (of ``rows``, default the ablation's): all, or those named by index or exact
+    name (in table order)."""
+    rows = ROWS if rows is None else rows
     if not wanted:
-        return list(ROWS)
-    names = [name for name, _ in ROWS]
+        return list(rows)
+    names = [name for name, _ in rows]
     picked = set()
     for item in wanted:
-        if item.isdigit() and int(item) < len(ROWS):
+        if item.isdigit() and int(item) < len(rows):
             picked.add(int(item))
         elif item in names:
             picked.add(names.index(item))
         else:
-            raise ValueError(f"--rows {item!r} is not a row: give an index 0-{len(ROWS) - 1} or one of "
+            raise ValueError(f"--rows {item!r} is not a row: give an index 0-{len(rows) - 1} or one of "
                              + ", ".join(repr(n) for n in names))
-    return [ROWS[i] for i in sorted(picked)]
+    return [rows[i] for i in sorted(picked)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -344,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="cpu")
+    parser.add_argument("--study", choices=("ablation", "cost"), default="ablation",
+                        help="ablation: the six rows at equal steps (default); cost: baseline, Fewer-Frames and the "
+                             "full method at an equal training-cost budget, evaluated during training — the cost to "
+                             "reach the baseline's final quality (experiments/cost_study.py)")
     parser.add_argument("--config", type=Path, default=None, help="dataset config (default: built-in synthetic)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--smoke-test", action="store_true")
@@ -360,16 +371,23 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    extra = SMOKE if args.smoke_test else SCALES[args.scale] + (QUICK if args.quick else [])
+    study = None
+    if args.study == "cost":
+        import cost_study as study
+
+        extra = study.overrides(args.scale, quick=args.quick, smoke=args.smoke_test)
+    else:
+        extra = SMOKE if args.smoke_test else SCALES[args.scale] + (QUICK if args.quick else [])
+    name = f"sweep.name=reproduce-{'cost-' if study else ''}{args.scale}"
     try:
-        cfg = load_config(args.config, [f"sweep.name=reproduce-{args.scale}", *extra, *args.overrides])
+        cfg = load_config(args.config, [name, *extra, *args.overrides])
     except ConfigError as exc:
         print(f"reproduce_paper: {exc}", file=sys.stderr)
         return 2
     if args.table_from_run:
-        return _table_from_run(args, cfg, argv)
+        return _table_from_run(args, cfg, argv, study)
     try:
-        chosen = select_rows(args.rows)
+        chosen = select_rows(args.rows, study.ROWS if study else None)
     except ValueError as exc:
         print(f"reproduce_paper: {exc}", file=sys.stderr)
         return 2
@@ -380,13 +398,16 @@ def _main(argv: list[str] | None = None) -> int:
 
     # the sweep start-up every entry point shares: storage pinned, pre-flight, --resume, Ray, inputs
     start = SweepStart(prog="reproduce_paper", command="python experiments/reproduce_paper.py", resume=args.resume,
-                       dry_run=args.dry_run, overrides=(*extra, *args.overrides), rows=rows)
+                       dry_run=args.dry_run, overrides=(*extra, *args.overrides), rows=rows,
+                       num_cpus=study.local_cpus(args.scale, args.smoke_test) if study else None)
     outcome = start_sweep(cfg, start)
     if outcome.result is None:  # a dry run, or refused (exit 2)
         return outcome.code
     cfg, result = outcome.cfg, outcome.result
 
     command = "python experiments/reproduce_paper.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if study:
+        return study.write_study(result, args, cfg, command.strip(), dt.date.today())
     table = build_table(result, args.seeds, cfg, command.strip())
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -402,7 +423,7 @@ def _main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _table_from_run(args, cfg, argv) -> int:
+def _table_from_run(args, cfg, argv, study=None) -> int:
     """The table of an earlier run, from its parent MLflow run's child runs (roles, metrics, params)."""
     from arvid_ray.sweep.results import SweepResult, TrialSummary
     from arvid_ray.tracking import resolve_tracking_uri
@@ -432,6 +453,10 @@ def _table_from_run(args, cfg, argv) -> int:
     command = parent.data.tags.get("arvid.command") or " ".join(
         ["python experiments/reproduce_paper.py", f"--scale {args.scale}", "--seeds", *map(str, seeds),
          *(["--config", str(args.config)] if args.config else []), *args.overrides])
+    if study:
+        args.seeds = seeds
+        return study.write_study(result, args, run_cfg, command,
+                                 dt.datetime.fromtimestamp(parent.info.start_time / 1000).date(), rebuilt=True)
     table = build_table(result, seeds, run_cfg, command)
     table += f"\n(Rebuilt from MLflow parent run {args.table_from_run} by `python experiments/reproduce_paper.py " \
              f"{' '.join(argv if argv is not None else sys.argv[1:])}`.)\n"

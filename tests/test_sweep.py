@@ -216,6 +216,60 @@ def test_reproduce_paper_smoke_writes_the_table_and_rebuilds_it_from_mlflow(
     assert _table_rows(rebuilt.read_text()) == rows
 
 
+def test_cost_study_smoke_trains_to_one_budget_and_judges_time_to_target(
+        ray_session, mlflow_server, tmp_path, monkeypatch, smoke_data):
+    """reproduce_paper --study cost: two rows (the suite's sweeps keep to 2 trials) trained to the same cost
+    budget, each evaluated during training up to its last step; the study's table, curves and verdict lines
+    come from those runs, and the same table is rebuilt from MLflow."""
+    import cost_study
+    import reproduce_paper
+
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    out = tmp_path / "results"
+    smoke_data(tmp_path / "work")
+    common = ["--study", "cost", "--smoke-test", "--out-dir", str(out), "--",
+              f"experiment.workdir={tmp_path / 'work'}", "experiment.name=cost-smoke"]
+    assert reproduce_paper.main([*common[:5], "--rows", "0", "2", *common[5:]]) == 0
+    (table_path,) = out.glob("time_to_quality_smoke_*.md")
+    assert table_path.with_suffix(".png").stat().st_size > 10_000  # the curves
+    table = table_path.read_text()
+    rows = _table_rows(table)
+    assert list(rows) == [name for name, _ in cost_study.ROWS]
+    budget, cap = 0.001, 24
+    assert f"**{budget:g} accelerator-hours per trial**" in table
+    for name in (cost_study.BASELINE, cost_study.FULL):
+        steps, spent, stopped = rows[name][0], float(rows[name][1]), rows[name][2]
+        assert rows[name][-1] == "1"
+        # stopped where the budget ran out, or at the cap when the machine was fast enough
+        assert (stopped == "1 of 1" and spent >= budget) or (stopped == "0 of 1" and steps == str(cap)), rows[name]
+    assert rows[cost_study.FEWER][0] == "—" and rows[cost_study.FEWER][-1] == "0"  # not run: said, not filled
+    for tag in ("- (0) regime", "- (1) + ReCo (full method) at the baseline's budget", "- (2) Fewer-Frames: not run"):
+        assert tag in table, tag
+    assert "RATIO full_method_steps_over_baseline" in table
+
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("cost-smoke")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("arvid.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("arvid.role") != "parent"]
+    assert len(children) == 2
+    for child in children:
+        quality = client.get_metric_history(child.info.run_id, "quality/fd_synthc3d")
+        cost = {m.step: m.value for m in client.get_metric_history(child.info.run_id, "quality/cost_gpu_hours")}
+        last = max(m.step for m in client.get_metric_history(child.info.run_id, "cost/gpu_hours"))  # its last step
+        assert quality and max(m.step for m in quality) == last  # evaluated at its last step too
+        assert all(m.step in cost for m in quality)
+        assert child.data.metrics["cost/gpu_hours"] >= cost[last] > 0  # cost at the checkpoint, not after
+
+    rebuilt = tmp_path / "rebuilt"
+    assert reproduce_paper.main(["--study", "cost", "--smoke-test", "--out-dir", str(rebuilt), "--table-from-run",
+                                 parent.info.run_id, "--", f"experiment.workdir={tmp_path / 'work'}"]) == 0
+    (again,) = rebuilt.glob("time_to_quality_smoke_*.md")
+    assert _table_rows(again.read_text()) == rows
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium not installed (.ci/run installs it)")
 def test_printed_links_show_every_trial_in_chromium(smoke_sweep, artifacts_dir):
     """The compare-view and chart URLs the sweep printed, opened as printed, show every trial run."""

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from arvid_ray.metrics.time_to_target import first_reach, mean_curve, quality_at, ratio_lines, time_to_target
+from arvid_ray.metrics.time_to_target import (
+    align_final,
+    first_reach,
+    mean_curve,
+    quality_at,
+    ratio_lines,
+    time_to_target,
+)
 
 
 def test_reached_between_two_evaluations_is_interpolated():
@@ -86,3 +93,15 @@ def test_a_crossing_at_the_first_evaluation_gives_no_ratio():
                                              "reached at the first evaluation of this row or of the baseline: "
                                              "evaluate earlier, eval.quality_every)"]
     assert "no ratio (a first-evaluation bound)" in rows[1].line(target)
+
+
+def test_budget_stopped_seeds_average_their_final_evaluations_with_each_other():
+    """Seed b stopped at its budget after one more regular evaluation than seed a: the regular evaluation
+    only b has is dropped, and the two final evaluations (both at the end of the budget) are averaged."""
+    a = [(1.0, 50.0), (2.0, 40.0), (2.9, 35.0)]  # evaluations at steps 500, 1000, then its budget stop
+    b = [(1.0, 52.0), (2.0, 42.0), (2.95, 37.0), (3.02, 36.0)]  # one more at step 1500, stop at 1510
+    aligned = align_final([a, b])
+    assert aligned == [a, [(1.0, 52.0), (2.0, 42.0), (3.02, 36.0)]]
+    curve = mean_curve(aligned)
+    assert curve.quality[-1] == pytest.approx(35.5) and curve.cost[-1] == pytest.approx(2.96)
+    assert align_final([a, a]) == [a, a] and align_final([]) == []

@@ -32,7 +32,8 @@ END = "<!-- results:end -->"
 SUPERSEDED = "> **Superseded**"
 NAME = re.compile(r"^(?P<study>.+?)_(?P<date>\d{4}-\d{2}-\d{2})(?P<tag>-[^.]*)?\.md$")
 # headline columns of a table, by the start of their header; the first column (the row name) is always kept
-HEADLINE = ("quality", "drift 4x", "traj. err. seg 4", "acc.-hours", "FD / fd_recon", "speed-up")
+HEADLINE = ("quality", "drift 4x", "traj. err. seg 4", "acc.-hours", "FD / fd_recon", "speed-up",
+            "steps bought", "first reaches", "× baseline", "final ")  # the last four: the time-to-quality study
 NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?")
 
 

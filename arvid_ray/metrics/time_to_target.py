@@ -22,7 +22,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Point", "Crossing", "MeanCurve", "TargetRow", "first_reach", "quality_at", "mean_curve",
+__all__ = ["Point", "Crossing", "MeanCurve", "TargetRow", "first_reach", "quality_at", "mean_curve", "align_final",
            "time_to_target", "ratio_lines"]
 
 Point = tuple[float, float]  # (training cost, quality); quality lower is better
@@ -127,6 +127,17 @@ def mean_curve(seeds: Sequence[Sequence[Point]]) -> MeanCurve:
     quality = tuple(statistics.fmean(c[k][1] for c in seeds) for k in range(n))
     spread = tuple(statistics.stdev([c[k][1] for c in seeds]) if len(seeds) > 1 else 0.0 for k in range(n))
     return MeanCurve(cost, quality, spread, len(seeds))
+
+
+def align_final(seeds: Sequence[Sequence[Point]]) -> list[list[Point]]:
+    """Seeds of a run stopped by its training budget (train.budget_gpu_hours): each ends with an evaluation at
+    the step where its budget ran out, which differs by seed, so one seed may have one more regular
+    evaluation before it. Keep the regular evaluations every seed has, then each seed's final one, so that
+    :func:`mean_curve` averages the final evaluations with each other (each at the end of the budget)."""
+    if not seeds:
+        return []
+    regular = min(len(c) for c in seeds) - 1
+    return [list(c[:regular]) + [c[-1]] for c in seeds]
 
 
 def time_to_target(methods: Mapping[str, Sequence[Sequence[Point]]], baseline: str) -> tuple[float, list[TargetRow]]:
