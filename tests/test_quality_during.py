@@ -307,3 +307,38 @@ def test_quality_watch_takes_what_its_ray_tasks_return(ray_session, tmp_path):
     assert watch.take() == {"quality/fd_synthc3d": 1.0, "quality/gpu_hours": 0.1, "quality/step": 100.0}
     assert watch.take() == {"quality/fd_synthc3d": 0.5, "quality/gpu_hours": 0.2, "quality/step": 200.0}
     assert watch.take() is None
+
+
+def test_a_restarted_attempt_submits_again_the_evaluations_its_predecessor_took_down(monkeypatch, tmp_path):
+    """After a restart from step 350: step 100 has its point; step 200's checkpoint is gone (lost, tagged);
+    300 and the resumed 350 are evaluated again with the training cost the run logged at those steps."""
+    from arvid_ray.evaluate import during
+
+    cfg = ExperimentConfig().replace(**{"eval.quality_every": 100, "train.ckpt_every": 50, "train.steps": 1000})
+    for step in (300, 350):
+        (tmp_path / f"step_{step}").mkdir()
+    monkeypatch.setattr(during, "checkpoint_uri", lambda cfg, step: str(tmp_path / f"step_{step}"))
+    calls, tags = [], {}
+
+    class Tracker:
+        def set_tags(self, t):
+            tags.update(t)
+
+    watch = during.QualityWatch(cfg, "run-1", Tracker(), inline=True,
+                                job=lambda cfg, uri, step, cost, run_id: calls.append((step, uri, cost, run_id)))
+    costs = {s: {"cost/gpu_hours": s / 1000} for s in (100, 200, 300, 350)}
+    monkeypatch.setattr(watch, "_history", lambda: ({100}, costs))
+    assert watch.recover(350) == [300, 350]
+    assert calls == [(300, str(tmp_path / "step_300"), costs[300], "run-1"),
+                     (350, str(tmp_path / "step_350"), costs[350], "run-1")]
+    watch.finish()
+    assert list(watch.lost) == [200] and "step 200: " in tags["arvid.quality_lost"]
+    assert "no longer kept" in tags["arvid.quality_lost"]
+
+    # the tracking server away: nothing to compare with, nothing submitted, nothing raised
+    def away():
+        raise ConnectionError("refused")
+
+    quiet = during.QualityWatch(cfg, "run-1", inline=True, job=lambda *a: pytest.fail("submitted"))
+    monkeypatch.setattr(quiet, "_history", away)
+    assert quiet.recover(350) == [] and not quiet.lost

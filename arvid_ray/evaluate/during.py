@@ -93,6 +93,18 @@ def _fetch(uri: str, cfg: ExperimentConfig) -> tuple[Path, Path | None]:
     return tmp / "ckpt", tmp
 
 
+def _exists(uri: str, cfg: ExperimentConfig) -> bool:
+    """Is there a checkpoint directory at ``uri`` (local or object storage)?"""
+    from arvid_ray import storage as st
+
+    if not st.is_remote(uri):
+        return Path(st.absolute(uri)).is_dir()
+    import pyarrow.fs as pafs
+
+    filesystem, path = st.resolve(uri, cfg.storage)
+    return filesystem.get_file_info(path).type != pafs.FileType.NotFound
+
+
 def quality_job(cfg: ExperimentConfig, uri: str, step: int, train_cost: dict[str, float],
                 run_id: str | None) -> dict[str, float]:
     """Evaluate the checkpoint at ``uri`` and log the point into run ``run_id`` at ``step`` (the body of
@@ -149,7 +161,55 @@ class QualityWatch:
         if not self.due(step, last=metrics.get("train/budget_stop", 0.0) > 0):
             return
         cost = {k: float(metrics[k]) for k in ("cost/gpu_hours", "cost/usd") if k in metrics}
-        uri = uri or checkpoint_uri(self.cfg, step)
+        self._submit(step, uri or checkpoint_uri(self.cfg, step), cost)
+
+    def recover(self, resumed_step: int) -> list[int]:
+        """After a restart from the checkpoint of ``resumed_step``: the evaluations of the earlier attempt that
+        never logged their point (Ray ends a task with its owner, the old rank 0) are submitted again when
+        their checkpoint is still kept, with the training cost the run logged at that step; the others are
+        recorded as lost (tagged at ``finish``). Returns the steps submitted again."""
+        every = self.cfg.eval.quality_every
+        if every <= 0 or resumed_step <= 0 or not self.run_id:
+            return []
+        due = [s for s in range(every, resumed_step + 1, every)]
+        if resumed_step not in due:
+            due.append(resumed_step)  # a last step (budget) or train.steps that is not a multiple
+        try:
+            logged, costs = self._history()
+        except Exception as exc:  # noqa: BLE001 - the tracking server may be away: nothing to compare with
+            log.warning("could not read the run's earlier evaluations to recover lost ones: %s", exc)
+            return []
+        again = []
+        for step in due:
+            if step in logged:
+                continue
+            uri = checkpoint_uri(self.cfg, step)
+            if step not in costs or not _exists(uri, self.cfg):
+                self.lost[step] = ("its evaluation ended with the attempt that submitted it, and "
+                                   + ("its checkpoint is no longer kept" if step in costs
+                                      else "the run logged no training cost at that step"))
+                continue
+            self._submit(step, uri, costs[step])
+            again.append(step)
+        if again:
+            log.info("evaluations lost with the previous attempt submitted again for steps %s", again)
+        return again
+
+    def _history(self) -> tuple[set[int], dict[int, dict[str, float]]]:
+        """(steps with a quality point, {step: training cost logged at it}) from the run's MLflow history."""
+        from mlflow import MlflowClient
+
+        from arvid_ray.tracking.server import resolve_tracking_uri
+
+        c = MlflowClient(tracking_uri=resolve_tracking_uri(self.cfg))
+        logged = {m.step for m in c.get_metric_history(self.run_id, PREFIX + "eval_s")}
+        costs: dict[int, dict[str, float]] = {}
+        for key in ("cost/gpu_hours", "cost/usd"):
+            for m in c.get_metric_history(self.run_id, key):
+                costs.setdefault(m.step, {})[key] = m.value
+        return logged, costs
+
+    def _submit(self, step: int, uri: str, cost: dict[str, float]) -> None:
         if self.inline:
             try:
                 self.job(self.cfg, uri, step, cost, self.run_id)  # logged by the job; no Tune to hand it to
