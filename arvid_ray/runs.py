@@ -14,39 +14,18 @@ import hashlib
 import json
 from pathlib import Path
 
-from arvid_ray.config import ExperimentConfig
+from arvid_ray.config import ExperimentConfig, identity_params
 from arvid_ray.tracking.server import resolve_tracking_uri
 
 __all__ = ["run_name", "train_storage", "run_location", "resolve_for_workers", "local_run_dir", "sync_run_dir"]
-
-# Fields that do not change what is trained; they are left out of the run-name hash.
-_NOT_IDENTITY = (
-    "tracking.",
-    "sweep.",
-    "experiment.workdir",
-    "storage.",
-    "train.run_name",
-    "train.storage_path",
-    "train.resources_per_worker",
-    "train.accelerator_type",
-    "train.resource_timeout_s",
-    "train.report_every",
-    "train.parallelism",  # full state dicts: a run resumes under either parallelism
-    "train.activation_checkpointing",
-    "train.fail_at_step",
-    "train.max_failures",
-    "train.log_every",
-    "train.num_workers",
-    "train.cpus_per_worker",
-    "train.final_eval",
-)
 
 
 def run_name(cfg: ExperimentConfig) -> str:
     """cfg.train.run_name, else '<experiment>-<8 hex of the config hash>' (stable, no timestamp)."""
     if cfg.train.run_name:
         return cfg.train.run_name
-    flat = {k: v for k, v in cfg.to_flat().items() if not k.startswith(_NOT_IDENTITY)}
+    # the keys hashed are the ones in the run's identity (field roles: arvid_ray/config/base.py)
+    flat = identity_params(cfg)
     digest = hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{cfg.experiment.name}-{digest}"
 

@@ -109,4 +109,4 @@ def test_every_config_key_is_listed_with_its_default_and_docstring():
     assert [k for k, _, _ in keys] == list(ExperimentConfig().to_flat())  # every key, in declaration order
     assert all(doc for _, _, doc in keys), [k for k, _, doc in keys if not doc]
     listed = {k: (default, doc) for k, default, doc in keys}
-    assert listed["train.steps"] == (200, "Optimizer steps.")
+    assert listed["train.steps"] == (200, "Optimizer steps (with train.budget_gpu_hours: the most it may take).")

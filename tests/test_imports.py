@@ -17,7 +17,7 @@ OPTUNA_OK = {"searcher", "console"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.
 LAYERS = [
-    {"config", "schemas", "storage", "console", "cuda_check", "ray_session", "node_types"},
+    {"config", "schemas", "storage", "console", "cuda_check", "ray_session", "node_types"},  # config: its own rows below
     {"video"},
     {"tokenizer", "ingest"},
     {"model", "tokens", "clips"},
@@ -162,3 +162,37 @@ def test_import_has_no_side_effects(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+# Inside arvid_ray.config, one row per layer: a module imports only modules of rows above it (the
+# sections never import each other), and nothing of arvid_ray outside the package.
+CONFIG_LAYERS = [
+    {"base"},  # ConfigError, range checks, field roles
+    {"build"},  # dicts and dotted keys <-> dataclasses
+    {"data", "model", "train", "evaluate", "sweep", "tracking"},  # the sections
+    {"experiment"},  # ExperimentConfig
+    {"load", "roles"},  # files and overrides; what the roles mean to the run name, MLflow and --resume
+    {"__init__"},
+]
+
+
+def test_config_package_layers():
+    rows = {name: i for i, names in enumerate(CONFIG_LAYERS) for name in names}
+    files = sorted((PKG / "config").glob("*.py"))
+    assert {p.stem for p in files} == set(rows), "add new config modules to CONFIG_LAYERS"
+    offenders = []
+    for path in files:
+        for name in _imports(path):
+            if not name.startswith("arvid_ray"):
+                continue
+            parts = name.split(".")
+            if parts[:2] != ["arvid_ray", "config"] or len(parts) < 3:
+                offenders.append(f"config.{path.stem} imports {name} (config imports nothing else of arvid_ray)")
+            elif rows[parts[2]] >= rows[path.stem]:
+                offenders.append(f"config.{path.stem} (row {rows[path.stem]}) imports {name} (row {rows[parts[2]]})")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_config_modules_stay_small():
+    big = {p.name: n for p in (PKG / "config").glob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    assert not big, f"split these config modules by concern (~400 lines at most): {big}"

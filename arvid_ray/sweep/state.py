@@ -17,15 +17,15 @@ import re
 import time
 from typing import Any
 
-from arvid_ray.config import ConfigError, ExperimentConfig
+from arvid_ray.config import ConfigError, ExperimentConfig, resume_may_differ
 
 log = logging.getLogger(__name__)
 
 SWEEP_STATE = "arvid_sweep.json"  # beside Tune's tuner.pkl: the sweep's config and whether it finished
 TUNE_STATE = "tuner.pkl"  # what Tuner.can_restore looks for
-# what a resume may change: how the sweep runs, not what it searches or measures
-RESUME_MAY_DIFFER = ("experiment.verbose", "sweep.max_concurrent_trials", "sweep.time_budget_s",
-                     "sweep.max_failures", "train.max_failures", "train.resource_timeout_s")
+# what a resume may change: how the sweep runs, not what it searches or measures (the fields marked
+# may_differ_on_resume: arvid_ray/config/base.py)
+RESUME_MAY_DIFFER = resume_may_differ()
 
 
 def sweep_storage(cfg: ExperimentConfig) -> str:

@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from arvid_ray.config import ExperimentConfig
+from arvid_ray.config import BOOKKEEPING, ExperimentConfig, fields_with_role, is_tag
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def reachable(uri: str, timeout: float = 3.0) -> str | None:
 
 
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
-# bookkeeping, not hyper-parameters: where things are stored and logged, how loud the console is
-TAG_PREFIXES = ("tracking.", "storage.", "experiment.workdir", "experiment.verbose", "train.storage_path",
-                "train.run_name")
+# bookkeeping, not hyper-parameters: where things are stored and logged, how loud the console is (the
+# fields with role 'bookkeeping'; config_params asks is_tag, this stays for callers that match prefixes)
+TAG_PREFIXES = fields_with_role(BOOKKEEPING)
 
 
 def mask_uri(text: str) -> str:
@@ -103,7 +103,7 @@ def config_params(cfg: ExperimentConfig) -> tuple[dict[str, str], dict[str, str]
         flat["cost.accelerator"] = f"auto ({acc})"
     params, tags = {}, {}
     for key, value in flat.items():
-        if key.startswith(TAG_PREFIXES):
+        if is_tag(key):
             if value is not None:  # an unset bookkeeping field says nothing
                 tags[key] = param_value(value)[:6000]
         else:
