@@ -110,3 +110,10 @@ def test_every_config_key_is_listed_with_its_default_and_docstring():
     assert all(doc for _, _, doc in keys), [k for k, _, doc in keys if not doc]
     listed = {k: (default, doc) for k, default, doc in keys}
     assert listed["train.steps"] == (200, "Optimizer steps (with train.budget_gpu_hours: the most it may take).")
+
+
+def test_a_negative_price_is_refused_even_when_the_peak_table_has_the_same_key():
+    with pytest.raises(ConfigError, match="cost table entry 'cpu'"):
+        load_config(None, ["cost.price_per_hour={cpu: -1}"])
+    with pytest.raises(ConfigError, match="cost table entry 'H100'"):
+        load_config(None, ["cost.peak_tflops={H100: -1}"])

@@ -140,6 +140,7 @@ class CostConfig:
     """Dense bf16 peak TFLOP/s per device (fp32 per core for 'cpu') for MFU."""
 
     def __post_init__(self) -> None:
-        for key, value in {**self.price_per_hour, **self.peak_tflops}.items():
+        # each table on its own: merged into one dict, a peak hid a negative price under the same key
+        for key, value in [*self.price_per_hour.items(), *self.peak_tflops.items()]:
             if float(value) < 0:
                 _fail(f"cost table entry '{key}'", value, "prices and peaks must be >= 0")
