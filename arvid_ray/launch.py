@@ -131,12 +131,14 @@ def _launch_local(cfg: ExperimentConfig) -> LaunchResult:
     from arvid_ray.evaluate import final_eval
     from arvid_ray.evaluate.during import QualityWatch
     from arvid_ray.train import checkpoint as ckpt
+    from arvid_ray.train.cost import COST_UNIT_TAG, cost_unit, detect_accelerator
     from arvid_ray.train.loop import LocalReporter, cycle, train_loop
 
     run_dir = _local_run_dir(cfg)
     tracker = Tracker(cfg, run_dir)
     run_id = tracker.start(run_name=cfg.train.run_name, resume_by_name=True)
     tracker.log_config()
+    tracker.set_tags({COST_UNIT_TAG: cost_unit(detect_accelerator(cfg.cost.accelerator))})
     ckpt_root = run_dir / "checkpoints"
     resume = ckpt.latest_checkpoint(ckpt_root)
     from arvid_ray.tokenizer import load_tokenizer

@@ -117,6 +117,8 @@ def test_in_process_training_evaluates_in_line(tmp_path):
     client = MlflowClient(uri)
     assert client.get_run(result.mlflow_run_id).info.status == "FINISHED"
     assert sorted(_history(client, result.mlflow_run_id, "quality/fd_synthc3d")) == [2, 4]
+    # a CPU run says what its cost/gpu_hours counts
+    assert client.get_run(result.mlflow_run_id).data.tags["arvid.cost_unit"].startswith("CPU core-hours")
 
 
 # ---- the sweep prunes on the quality during training (sweep.prune_on=quality, issue 26 item 4) ---------------

@@ -28,7 +28,9 @@ from arvid_ray.config import ExperimentConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CostMeter", "detect_accelerator", "step_flops", "peak_memory_gb"]
+__all__ = ["CostMeter", "detect_accelerator", "cost_unit", "step_flops", "peak_memory_gb", "COST_UNIT_TAG"]
+
+COST_UNIT_TAG = "arvid.cost_unit"  # what cost/gpu_hours counts in this run, said in the run itself
 
 FlopsFn = Callable[[int, int], float]
 
@@ -45,6 +47,14 @@ def detect_accelerator(requested: str = "auto", use_gpu: bool | None = None) -> 
         if family in name:
             return family
     return name
+
+
+def cost_unit(accelerator: str) -> str:
+    """What ``cost/gpu_hours`` counts for ``accelerator`` (a run tag, so a CPU run never passes for GPU-hours)."""
+    if accelerator == "cpu":
+        return ("CPU core-hours: no GPU, so cost/gpu_hours counts CPU cores (train.cpus_per_worker per worker) "
+                "x wall time")
+    return f"GPU-hours ({accelerator}): GPUs x wall time"
 
 
 def step_flops(flops_fn: FlopsFn, batch_size: int, tokens_grad: float, tokens_nograd: float,
@@ -199,6 +209,6 @@ class CostMeter:
         m["train/data_wait_frac"] = self.data_wait_s / busy if busy > 0 else 0.0  # whole run
         return (
             f"{self.accelerator} x{self.devices():g}: {m['cost/wall_time_s']:.1f}s wall, "
-            f"{m['cost/gpu_hours']:.5f} accel-h, ${m['cost/usd']:.4f}, {m['cost/train_flops']:.3g} FLOPs, "
+            f"{m['cost/gpu_hours']:.5f} {'CPU core-h' if self.accelerator == 'cpu' else 'GPU-h'}, ${m['cost/usd']:.4f}, {m['cost/train_flops']:.3g} FLOPs, "
             f"MFU {m['cost/mfu']:.2%}, data-wait {m['train/data_wait_frac']:.1%}"
         )

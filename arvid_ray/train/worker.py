@@ -27,6 +27,7 @@ from arvid_ray.config import ExperimentConfig
 from arvid_ray.tracking import Tracker
 from arvid_ray.train import checkpoint as ckpt
 from arvid_ray.train.batches import collate_tokens, epoch_batches
+from arvid_ray.train.cost import COST_UNIT_TAG, cost_unit, detect_accelerator
 from arvid_ray.train.loop import SaveFn, cycle, train_loop
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def train_worker(config: dict[str, Any]) -> None:
         tracker = Tracker(cfg, run_dir)
         tracker.start(run_name=cfg.train.run_name, resume_by_name=True)
         tracker.log_config()
+        tracker.set_tags({COST_UNIT_TAG: cost_unit(detect_accelerator(cfg.cost.accelerator, use_gpu=on_gpu))})
     restore, tmp = _restore_dir()
     if restore is not None and rank == 0:
         source = getattr(ray.train.get_checkpoint(), "path", restore)  # where in Train storage it came from
