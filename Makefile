@@ -28,7 +28,7 @@ demo: install
 	$(BIN)/python experiments/tune_window.py
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 # unit tests only (no Ray, no servers): a minute or two
 test-fast: install
