@@ -8,17 +8,12 @@ compile, activation checkpointing) to the model when a process group of >= 2 ran
 runs in unit tests, in ``train.num_workers=0`` and on every Ray Train rank, and every rank reaches the
 same cadence points (Ray requires the same number of reports on every rank).
 
-Resuming seeks the data instead of replaying it: ``cycle`` returns a ``Cycle`` that knows its position
-(epoch, batches into it), the checkpoint records it per rank, and a resumed run opens that epoch at that
-offset — exactly, when the source can seek (``make_iter(epoch, skip=k)``: in-memory lists, a worker's
-cached shard); a Ray Data stream cannot seek, and its source decides (the worker starts a fresh pass:
-no read is wasted, the interrupted epoch's order is not reproduced — Ray Data never guaranteed it).
+What one rank trains with (model, optimizer, scheduler, cost meter, weight average) and how a checkpoint
+is restored into it live in ``setup.py``; the seekable data position (``Cycle``) in ``epochs.py``.
 """
 
 from __future__ import annotations
 
-import inspect
-import itertools
 import logging
 import math
 import shutil
@@ -33,25 +28,16 @@ import torch
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.tracking import Tracker
 from arvid_ray.train import checkpoint as ckpt
-from arvid_ray.train import parallel
 from arvid_ray.train.cost import CostMeter
-from arvid_ray.train.step import (
-    autocast_context,
-    build_optimizer,
-    build_scheduler,
-    grad_accum_steps,
-    rank_generator,
-    seed_everything,
-    train_step,
-    window_seed,
-)
+from arvid_ray.train.epochs import Cycle, cycle
+from arvid_ray.train.setup import SaveFn, _Run, _setup, _to_device, build_training_model, vocab_size
+from arvid_ray.train.step import grad_accum_steps, train_step, window_seed
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Reporter", "LocalReporter", "LoopResult", "Cycle", "cycle", "train_loop", "build_training_model",
            "vocab_size"]
 
-SaveFn = Callable[[Path], None]
 
 
 class Reporter(Protocol):
@@ -92,39 +78,6 @@ class LoopResult:
     start_step: int = 0
 
 
-def vocab_size(cfg: ExperimentConfig) -> int:
-    """The tokenizer's vocabulary (``tokenizer_vocab_size``: what evaluation builds the model with too), not
-    the product of ``tokenizer.fsq_levels``, which the builtin weights and checkpoints ignore."""
-    from arvid_ray.tokenizer import tokenizer_vocab_size
-
-    return tokenizer_vocab_size(cfg.tokenizer)
-
-
-def build_training_model(cfg: ExperimentConfig) -> torch.nn.Module:
-    """The model with the same initial weights on every rank (seeded by the experiment seed only)."""
-    from arvid_ray.model import build_model
-
-    vocab = vocab_size(cfg)  # before seeding: reading it may build a tokenizer (which draws random numbers)
-    torch.manual_seed(cfg.experiment.seed)
-    return build_model(cfg.model, vocab, cfg.latent_shape())
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    """Move tensors to ``device``; inference-mode tensors (e.g. from a tokenizer) become normal tensors,
-    which autograd requires. Host tensors are pinned first on CUDA: a copy from pageable memory waits for
-    the device's stream (a host sync per micro-batch)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            if device.type == "cuda" and v.device.type == "cpu":
-                v = v.pin_memory()
-            v = v.to(device, non_blocking=True)
-            out[k] = v.clone() if v.is_inference() else v
-        else:
-            out[k] = v
-    return out
-
-
 def _check_on_host(model: torch.nn.Module, batch: dict) -> None:
     """Token and label ranges, checked before the batch moves to the device (free on the host; inside the
     model each check would be a device→host read per call)."""
@@ -145,88 +98,6 @@ def _next(it: Iterator[dict], meter: CostMeter, step: int) -> dict:
         ) from None
 
 
-def _accepts_skip(make_iter: Callable) -> bool:
-    try:
-        return "skip" in inspect.signature(make_iter).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-class Cycle:
-    """Epochs chained forever; ``position()`` is (epoch, batches consumed in it) and ``seek`` reopens there.
-
-    ``make_iter(epoch)`` gives one epoch's batches; if it also takes ``skip``, ``make_iter(epoch, skip=k)``
-    must start after the first k batches of that epoch without reading them. Otherwise a seek re-reads
-    (and drops) at most one epoch's first batches — never the whole run's.
-    """
-
-    def __init__(self, make_iter: Callable[..., Iterable[dict]], start_epoch: int = 0):
-        self.make_iter = make_iter
-        self.epoch, self.offset = start_epoch, 0
-        self._it: Iterator[dict] | None = None
-        self._yielded = self._resumed = False
-
-    def position(self) -> tuple[int, int]:
-        return self.epoch, self.offset
-
-    def seek(self, epoch: int, offset: int) -> None:
-        self.epoch, self.offset, self._it = int(epoch), int(offset), None
-
-    def __iter__(self) -> Cycle:
-        return self
-
-    def _open(self) -> Iterator[dict]:
-        if self.offset == 0:
-            return iter(self.make_iter(self.epoch))
-        if _accepts_skip(self.make_iter):
-            return iter(self.make_iter(self.epoch, skip=self.offset))
-        log.info("re-reading %d batches of epoch %d to reach the checkpoint's data position (the source "
-                 "cannot seek)", self.offset, self.epoch)
-        return itertools.islice(iter(self.make_iter(self.epoch)), self.offset, None)
-
-    def __next__(self) -> dict:
-        while True:
-            if self._it is None:
-                self._it, self._yielded, self._resumed = self._open(), False, self.offset > 0
-            try:
-                batch = next(self._it)
-            except StopIteration:
-                if not self._yielded and not self._resumed:
-                    raise ValueError(f"epoch {self.epoch} of the training data is empty; check "
-                                     f"data.train_split and the dataset") from None
-                self.epoch, self.offset, self._it = self.epoch + 1, 0, None
-                continue
-            self._yielded = True
-            self.offset += 1
-            return batch
-
-
-def cycle(make_iter: Callable[..., Iterable[dict]], start_epoch: int = 0) -> Cycle:
-    """Chain epochs forever: ``make_iter(epoch)`` gives one epoch's batches (e.g. shuffled by epoch)."""
-    return Cycle(make_iter, start_epoch)
-
-
-def _validate(model, objective, val_batches, cfg, device, autocast) -> float:
-    model.eval()
-    total, n = 0.0, 0
-    with torch.no_grad():
-        for batch in itertools.islice(val_batches(), cfg.train.val_batches):
-            with autocast():
-                total += float(objective.val_ce(model, _to_device(batch, device)))
-            n += 1
-    model.train()
-    if n == 0:
-        if not _NO_VAL_WARNED:
-            _NO_VAL_WARNED.append(True)
-            log.warning("no validation data (split '%s' of the dataset is empty): eval/val_ce is not logged; "
-                        "ingest with ingest.val_fraction > 0 or name a 'val' split in the manifest", cfg.data.val_split)
-        return float("nan")
-    return total / n
-
-
-_NO_VAL_WARNED: list[bool] = []  # said once per process, not at every evaluation
-
-
 def _put_val(metrics: dict[str, float], value: float) -> None:
     """eval/val_ce only when there was validation data (a NaN would read as a broken run)."""
     if math.isfinite(value):
@@ -241,144 +112,6 @@ def _cadence(step: int, cfg: ExperimentConfig, last: bool) -> tuple[bool, bool, 
         (t.eval_every > 0 and step % t.eval_every == 0) or last,
         (t.ckpt_every > 0 and step % t.ckpt_every == 0) or last,
     )
-
-
-@dataclass
-class _Run:
-    """Everything one rank trains with; built once by ``_setup``."""
-
-    cfg: ExperimentConfig
-    module: torch.nn.Module  # what the step calls: the loss module, DDP(loss module), or over an FSDP model
-    loss: parallel.LossModule  # holds the generators
-    inner: torch.nn.Module  # the model (FSDP-sharded or plain): checkpoints, FLOPs, validation
-    objective: Callable
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    generator: torch.Generator
-    device: torch.device
-    meter: CostMeter
-    rank: int
-    start: int = 0
-    position: int = 0
-    ema: torch.optim.swa_utils.AveragedModel | None = None  # train.ema_decay: the weight average
-
-    def autocast(self):
-        return autocast_context(self.device, self.cfg.train.precision)
-
-    def save_fn(self, step: int, batches: Iterator[dict]) -> SaveFn:
-        position = self.position
-        data = None
-        if isinstance(batches, Cycle):
-            epoch, offset = batches.position()
-            data = {"epoch": epoch, "offset": offset, "world": self.meter.world_size}
-
-        def save(directory: Path) -> None:
-            # gathering FSDP shards is a collective: every rank runs this, rank 0 writes the full state
-            model_state = parallel.model_state(self.inner)
-            optimizer_state = parallel.optimizer_state(self.inner, self.optimizer)
-            ckpt.save_checkpoint(
-                directory,
-                self.cfg,
-                step=step,
-                data_position=position,
-                model_state=model_state,
-                optimizer_state=optimizer_state,
-                scheduler=self.scheduler,
-                rank=self.rank,
-                generator=self.generator,
-                cost=self.meter.state(),
-                data=data,
-                ema=self.ema_state() if self.rank == 0 else None,
-            )
-
-        return save
-
-    def ema_state(self) -> dict | None:
-        if self.ema is None:
-            return None
-        return {"weights": self.ema.module.state_dict(), "n_averaged": int(self.ema.n_averaged)}
-
-    def validate(self, val_batches: Callable[[], Iterable[dict]]) -> float:
-        model = self.inner if self.ema is None else self.ema.module  # validate what gets evaluated
-        return _validate(model, self.objective, val_batches, self.cfg, self.device, self.autocast)
-
-    def plain_model(self) -> torch.nn.Module:
-        """The model for end-of-run work on rank 0 alone: itself, or — when sharded (each forward would need
-        every rank) or compiled (decoding would recompile per length) — a plain copy of its full weights;
-        with train.ema_decay, a plain model holding the averaged weights. A collective under FSDP: every rank
-        calls it; the others get None."""
-        if self.ema is not None:  # a plain copy taken before DDP / compile (config refuses EMA with FSDP)
-            return self.ema.module if self.rank == 0 else None
-        if not (parallel.is_fsdp(self.inner) or self.cfg.train.compile):
-            return self.inner
-        state = parallel.model_state(self.inner)
-        if self.rank != 0:
-            return None
-        model = build_training_model(self.cfg)
-        model.load_state_dict(state)
-        return model.to(self.device)
-
-
-def _resume(run: _Run, state: ckpt.TrainState, batches: Iterator[dict]) -> None:
-    """Optimizer, scheduler, cost totals and data position of a checkpoint, into a built run."""
-    if state.optimizer is not None:
-        parallel.load_optimizer_state(run.inner, run.optimizer, state.optimizer)
-    if state.scheduler is not None:
-        run.scheduler.load_state_dict(state.scheduler)
-    run.meter.restore(state.cost)
-    if run.ema is not None:
-        if state.ema is not None:
-            run.ema.module.load_state_dict(state.ema["weights"])
-            run.ema.n_averaged.fill_(int(state.ema["n_averaged"]))
-        else:  # a checkpoint of a run without the average: it starts from the resumed weights
-            log.warning("checkpoint %s has no ema.pt: the weight average (train.ema_decay=%g) starts from its "
-                        "weights", state.path, run.cfg.train.ema_decay)
-    if state.data is not None and isinstance(batches, Cycle):
-        offset, saved_world = state.data["offset"], state.data.get("world", run.meter.world_size)
-        if saved_world != run.meter.world_size:
-            # per-rank offsets into equal shards: the same share of the epoch at the new world size (exact
-            # for interleaved shards, rank r = batches r, r + world, ...; approximate for Ray Data's split)
-            offset = offset * saved_world // run.meter.world_size
-            log.info("data position from world size %d rescaled to %d: epoch %d, offset %d", saved_world,
-                     run.meter.world_size, state.data["epoch"], offset)
-        batches.seek(state.data["epoch"], offset)
-        return
-    if state.data_position:  # an older checkpoint, or a plain iterator: only the count is known
-        log.warning("replaying %d consumed micro-batches to reach the checkpoint's data position (the "
-                    "checkpoint or the iterator has no seekable position)", state.data_position)
-        for _ in range(state.data_position):
-            next(batches)
-
-
-def _setup(cfg: ExperimentConfig, batches: Iterator[dict], rank: int, world_size: int, device, resume_from) -> _Run:
-    from arvid_ray.objectives import build_objective
-
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = build_training_model(cfg)
-    seed_everything(cfg.experiment.seed, rank)
-    generator = rank_generator(cfg.experiment.seed, rank)
-    state = None
-    if resume_from is not None:  # full weights into the plain model, before it is sharded
-        state = ckpt.load_checkpoint(resume_from, cfg, model=model, rank=rank, generator=generator)
-    model.to(device)
-    ema = None
-    if cfg.train.ema_decay > 0:  # a copy of the plain model, taken before DDP / compile wrap it
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay))
-    objective = build_objective(cfg)
-    loss = parallel.LossModule(model, objective)
-    loss.generator, loss.window_generator = generator, torch.Generator()
-    module = parallel.parallelize(loss, cfg, device)
-    optimizer = build_optimizer(model, cfg.train)  # after sharding: FSDP replaced the parameters
-    meter = CostMeter(cfg, world_size=world_size, device=str(device), flops_fn=model.forward_flops,
-                      head_flops_fn=model.head_flops)
-    scheduler = build_scheduler(optimizer, cfg.train, spent=meter.gpu_hours)  # the budget's cosine reads it
-    run = _Run(cfg, module, loss, model, objective, optimizer, scheduler, generator, device, meter, rank, ema=ema)
-    if state is not None:
-        _resume(run, state, batches)
-        run.start, run.position = state.step, state.data_position
-    return run
 
 
 def _budget_spent(run: _Run) -> bool:
