@@ -1,11 +1,12 @@
 """Field roles (arvid_ray/config/base.py) and what is derived from them: the run-name hash, MLflow's
 params and tags, and what a resumed sweep may change.
 
-The run names and the params/tags digests below were computed with the code as it was before the roles
-existed (three hand-kept lists of dotted keys, commit ca356c8): an interrupted sweep or an old run
-directory is found by its name, so these must never change for an existing config. A new field changes
-the name of every run whose identity includes it (a ``hyper`` field, the default): give a field that
-does not change what is trained another role."""
+The run names below are those of the last landed code (8b4606a, before train.budget_gpu_hours existed) and
+the params/tags digests were computed before the roles existed (three hand-kept lists of dotted keys,
+commit ca356c8): an interrupted sweep or an old run directory is found by its name, so these must never
+change for an existing config. A new ``hyper`` field would change the name of every run whose identity
+includes it: mark it ``identity_if_set`` (it enters the hash only away from its default), and give a field
+that does not change what is trained another role."""
 
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ VARIANTS = {
 }
 # variant → (run name, sha256[:16] of json [params, tags]) as logged before the roles
 PINNED = {
-    "default": ("arvid-synthetic-cc557560", "0d611f1ee864ab01"),
-    "full_long": ("arvid-synthetic-9d95f631", "8ec5be0745647b1c"),
-    "local_dicts": ("arvid-synthetic-ca1cddb2", "87fb3aa159c8e72b"),
-    "verbose_fsdp": ("exp2-f9562305", "12ab9ff65da72adc"),
+    "default": ("arvid-synthetic-ae48eb9e", "0d611f1ee864ab01"),
+    "full_long": ("arvid-synthetic-4bb04516", "8ec5be0745647b1c"),
+    "local_dicts": ("arvid-synthetic-05586f75", "87fb3aa159c8e72b"),
+    "verbose_fsdp": ("exp2-6083c209", "12ab9ff65da72adc"),
 }
 # the keys of the default config left out of the run-name hash before the roles (runs._NOT_IDENTITY)
 NOT_IDENTITY = {
@@ -94,7 +95,8 @@ def test_roles_reproduce_the_three_lists_they_replace():
     assert {k for k in flat if not in_identity(k)} == NOT_IDENTITY
     assert {k for k in flat if is_tag(k)} == TAGS == set(fields_with_role(BOOKKEEPING))
     assert set(resume_may_differ()) == RESUME
-    assert set(identity_params(ExperimentConfig())) == set(flat) - NOT_IDENTITY
+    # at its default a field added later (identity_if_set) is left out too: the names stay as they were
+    assert set(identity_params(ExperimentConfig())) == set(flat) - NOT_IDENTITY - {"train.budget_gpu_hours"}
 
 
 def test_every_field_has_a_known_role_and_flat_subkeys_take_their_fields():
@@ -115,3 +117,13 @@ def test_old_constants_are_derived_from_the_roles():
 
     assert set(RESUME_MAY_DIFFER) == RESUME
     assert set(TAG_PREFIXES) == TAGS
+
+
+def test_a_field_added_later_names_only_the_runs_that_set_it():
+    """train.budget_gpu_hours (added after runs existed) is identity_if_set: at its default it is not hashed,
+    so every existing run keeps its name; set, it gives the run a name of its own."""
+    base = ExperimentConfig()
+    assert "train.budget_gpu_hours" not in identity_params(base)
+    budget = base.replace(**{"train.budget_gpu_hours": 0.3})
+    assert identity_params(budget)["train.budget_gpu_hours"] == 0.3
+    assert run_name(budget) != run_name(base) == PINNED["default"][0]

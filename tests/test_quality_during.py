@@ -344,3 +344,23 @@ def test_a_restarted_attempt_submits_again_the_evaluations_its_predecessor_took_
     quiet = during.QualityWatch(cfg, "run-1", inline=True, job=lambda *a: pytest.fail("submitted"))
     monkeypatch.setattr(quiet, "_history", away)
     assert quiet.recover(350) == [] and not quiet.lost
+
+
+def test_the_restarted_attempt_reads_which_points_and_costs_the_run_logged(tmp_path):
+    """QualityWatch._history, against a real MLflow store: steps with a quality point, and the training cost
+    the run logged at each step."""
+    from mlflow import MlflowClient
+
+    from arvid_ray.evaluate.during import QualityWatch
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("recover")).info.run_id
+    for step in (100, 200, 300):
+        client.log_metric(run_id, "cost/gpu_hours", step / 1000, step=step)
+        client.log_metric(run_id, "cost/usd", step / 100, step=step)
+    client.log_metric(run_id, "quality/eval_s", 1.5, step=100)
+    cfg = ExperimentConfig().replace(**{"tracking.uri": uri, "eval.quality_every": 100, "train.ckpt_every": 100})
+    logged, costs = QualityWatch(cfg, run_id)._history()
+    assert logged == {100}
+    assert costs[300] == {"cost/gpu_hours": 0.3, "cost/usd": 3.0} and sorted(costs) == [100, 200, 300]

@@ -16,9 +16,10 @@ of each keeping its own list of dotted keys:
 - ``bookkeeping``: names and places — storage, run names, tracking, console verbosity. Not in the
   identity; an MLflow tag (an unset one is not logged).
 
-Two flags refine a role: ``may_differ_on_resume`` (how long and how hard to try: a resumed sweep may
-change it) and ``in_identity`` (a non-hyper field the run-name hash has always included; only
-``experiment.verbose``).
+Three flags refine a role: ``may_differ_on_resume`` (how long and how hard to try: a resumed sweep may
+change it), ``in_identity`` (a non-hyper field the run-name hash has always included; only
+``experiment.verbose``) and ``identity_if_set`` (a hyper field added after runs existed: it enters the
+identity only when set to something other than its default, so adding it renames no existing run).
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ BOOKKEEPING = "bookkeeping"
 ROLES = (HYPER, RESOURCE, SEARCH, BOOKKEEPING)
 
 
-def role(kind: str, *, may_differ_on_resume: bool = False, in_identity: bool | None = None) -> dict[str, Any]:
+def role(kind: str, *, may_differ_on_resume: bool = False, in_identity: bool | None = None,
+         identity_if_set: bool = False) -> dict[str, Any]:
     """Field metadata for a role: ``field(default=..., metadata=role(RESOURCE))``. ``in_identity``
-    defaults to ``kind == HYPER``."""
+    defaults to ``kind == HYPER``; ``identity_if_set``: in the identity only away from its default (every
+    hyper field added after the first runs: ``field(default=..., metadata=role(HYPER, identity_if_set=True))``)."""
     if kind not in ROLES:
         raise ValueError(f"unknown field role {kind!r}; one of {', '.join(ROLES)}")
     return {"role": kind, "may_differ_on_resume": may_differ_on_resume,
-            "in_identity": kind == HYPER if in_identity is None else in_identity}
+            "in_identity": kind == HYPER if in_identity is None else in_identity,
+            "identity_if_set": identity_if_set}
 
 
 class ConfigError(ValueError):

@@ -11,7 +11,7 @@ from typing import Any
 from arvid_ray.config.base import BOOKKEEPING, HYPER, ROLES
 from arvid_ray.config.experiment import ExperimentConfig
 
-_DEFAULT_META = {"role": HYPER, "may_differ_on_resume": False, "in_identity": True}
+_DEFAULT_META = {"role": HYPER, "may_differ_on_resume": False, "in_identity": True, "identity_if_set": False}
 
 
 @functools.cache
@@ -58,9 +58,17 @@ def in_identity(key: str) -> bool:
     return bool(_metadata(key)["in_identity"])
 
 
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    return ExperimentConfig().to_flat()
+
+
 def identity_params(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The flat config a run's stable name hashes: every key of ``cfg.to_flat()`` in its identity."""
-    return {k: v for k, v in cfg.to_flat().items() if in_identity(k)}
+    """The flat config a run's stable name hashes: every key of ``cfg.to_flat()`` in its identity — a field
+    marked ``identity_if_set`` only when it differs from its default."""
+    defaults = _defaults()
+    return {k: v for k, v in cfg.to_flat().items()
+            if in_identity(k) and not (_metadata(k)["identity_if_set"] and k in defaults and v == defaults[k])}
 
 
 def is_tag(key: str) -> bool:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from arvid_ray.config.base import BOOKKEEPING, RESOURCE, _check_range, _fail, role
+from arvid_ray.config.base import BOOKKEEPING, HYPER, RESOURCE, _check_range, _fail, role
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = 200
     """Optimizer steps (with train.budget_gpu_hours: the most it may take)."""
-    budget_gpu_hours: float = 0.0
+    budget_gpu_hours: float = field(default=0.0, metadata=role(HYPER, identity_if_set=True))
     """Training-cost budget in accelerator-hours (cost/gpu_hours: GPUs, or CPU cores without one, times wall
     time), 0 = none. The run stops after the first optimizer step at which its cost reaches the budget (or at
     train.steps, whichever comes first), and the learning rate's cosine runs over the budget instead of the

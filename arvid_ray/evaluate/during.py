@@ -197,17 +197,14 @@ class QualityWatch:
 
     def _history(self) -> tuple[set[int], dict[int, dict[str, float]]]:
         """(steps with a quality point, {step: training cost logged at it}) from the run's MLflow history."""
-        from mlflow import MlflowClient
+        from arvid_ray.tracking.server import metric_histories
 
-        from arvid_ray.tracking.server import resolve_tracking_uri
-
-        c = MlflowClient(tracking_uri=resolve_tracking_uri(self.cfg))
-        logged = {m.step for m in c.get_metric_history(self.run_id, PREFIX + "eval_s")}
+        history = metric_histories(self.cfg, self.run_id, (PREFIX + "eval_s", "cost/gpu_hours", "cost/usd"))
         costs: dict[int, dict[str, float]] = {}
         for key in ("cost/gpu_hours", "cost/usd"):
-            for m in c.get_metric_history(self.run_id, key):
-                costs.setdefault(m.step, {})[key] = m.value
-        return logged, costs
+            for step, value in history[key].items():
+                costs.setdefault(step, {})[key] = value
+        return set(history[PREFIX + "eval_s"]), costs
 
     def _submit(self, step: int, uri: str, cost: dict[str, float]) -> None:
         if self.inline:

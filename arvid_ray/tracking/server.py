@@ -137,6 +137,15 @@ def end_run(cfg: ExperimentConfig, run_id: str, status: str = "FINISHED") -> Non
 
 
 
+def metric_histories(cfg: ExperimentConfig, run_id: str, keys) -> dict[str, dict[int, float]]:
+    """Per key, the run's logged values by step (the last one logged at a step wins). Raises when the
+    tracking server cannot be read: the caller decides what that means."""
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=resolve_tracking_uri(cfg))
+    return {key: {m.step: m.value for m in c.get_metric_history(run_id, key)} for key in keys}
+
+
 def log_points(cfg: ExperimentConfig, run_id: str, metrics: dict[str, float], step: int,
                tags: dict[str, str] | None = None) -> None:
     """Log ``metrics`` at ``step`` (and ``tags``) into an existing run by id, leaving its status as it is:
