@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 # Modules allowed to import each framework (docs/design.md). Paths are relative module names.
 RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep.driver", "sweep.tuner", "searcher",
           "evaluate.run", "evaluate.during", "preflight", "console", "ray_session", "node_types"}  # console: quiets the frameworks' own logging where Ray starts
-MLFLOW_OK = {"tracking.tracker", "tracking.journal", "tracking.server", "tracking.runs"}  # the tracking package
+MLFLOW_OK = {"tracking.tracker", "tracking.shipper", "tracking.journal", "tracking.server", "tracking.runs"}  # the tracking package
 OPTUNA_OK = {"searcher", "console"}
 
 # Layer of each top-level module/subpackage: a module may import only same-or-lower layers.

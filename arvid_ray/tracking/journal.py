@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -225,3 +226,70 @@ def tracking_summary(run_dir: str | Path) -> str:
                 f"without MLflow); {replayed} metric points were replayed into run {run} afterwards; "
                 f"nothing is missing")
     return ""
+
+
+# ------------------------------------------------------------------------------ a live Tracker's journal
+class _JournalKeeper:
+    """The journal upkeep of a ``Tracker`` (its base class; state set up by ``Tracker.__init__``): going
+    on without MLflow, adopting an earlier attempt's journal, saving it, and — for a remote run directory —
+    a local spool mirrored back to storage."""
+
+    def _offline(self, why: str, resume_id: str | None) -> None:
+        self.run_id = resume_id  # a known run is still the one to sync into later
+        self._client = None
+        self._state["outages"] += 1
+        where = f"; metrics are kept in {self.remote_dir or self.run_dir / METRICS_FILE}" if self.run_dir else ""
+        log.warning("%s — continuing without MLflow%s", why, where)
+        if self.run_dir is not None:
+            self._adopt_journal()
+            self._save_journal()
+        return None
+
+    def _adopt_journal(self) -> None:
+        """Continue the run directory's journal: what an earlier attempt of this run had acknowledged."""
+        if self.run_dir is None:
+            return
+        old = read_journal(self.run_dir)
+        path = self.run_dir / METRICS_FILE
+        size = path.stat().st_size if path.exists() else 0
+        if old.get("run_id") in (None, self.run_id):
+            self._state["sent_bytes"] = min(int(old.get("sent_bytes", 0)), size)
+            with self._lock:  # an earlier attempt's pending params/artifacts (not its terminate)
+                self._ops[:0] = [op for op in old.get("pending_ops", []) if op.get("op") not in ("terminate", "reopen")]
+            for key in ("outages", "replayed_points", "down_s"):
+                self._state[key] += old.get(key, 0)
+        else:  # lines of another run: not ours to send
+            self._state["sent_bytes"] = size
+        self._save_journal()
+
+    def _save_journal(self) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / METRICS_FILE
+        with self._lock:
+            state = {**self._state, "run_id": self.run_id, "pending_ops": list(self._ops),
+                     "written_bytes": path.stat().st_size if path.exists() else 0, "updated": time.time()}
+        try:
+            write_journal(self.run_dir, state)
+            if self.remote_dir:
+                self._mirror()
+        except OSError as exc:
+            log.warning("could not write the tracking journal in %s: %s", self.run_dir, exc)
+
+    def _spool(self, uri: str) -> Path:
+        """A local directory standing in for a remote run directory (mirrored back by ``_mirror``)."""
+        from arvid_ray import storage
+
+        local = Path(tempfile.mkdtemp(prefix="arvid-run-"))
+        for name in (METRICS_FILE, JOURNAL_FILE):
+            src = storage.join(uri, name)
+            if storage.exists(src):
+                storage.download_file(src, str(local / name))
+        return local
+
+    def _mirror(self) -> None:
+        from arvid_ray import storage
+
+        for name in (METRICS_FILE, JOURNAL_FILE):
+            if (self.run_dir / name).exists():
+                storage.write_bytes(storage.join(self.remote_dir, name), (self.run_dir / name).read_bytes())

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -13,15 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from arvid_ray.config import ExperimentConfig
-from arvid_ray.tracking.journal import (
-    JOURNAL_FILE,
-    METRICS_FILE,
-    read_journal,
-    send_lines,
-    send_ops,
-    tracking_summary,
-    write_journal,
-)
+from arvid_ray.tracking.journal import _JournalKeeper, tracking_summary
 from arvid_ray.tracking.server import (
     RUN_NAME_TAG,
     config_params,
@@ -31,18 +22,15 @@ from arvid_ray.tracking.server import (
     reachable,
     resolve_tracking_uri,
 )
+from arvid_ray.tracking.shipper import _STALL_S, _Shipper
 
 log = logging.getLogger(__name__)
 
 _STATUSES = ("FINISHED", "FAILED", "KILLED", "RUNNING")
-_PROBE_S = 2.0  # while the server is away: how often to knock
-_QUIET_S = 0.0  # check /health before a send when the last reply is older than this: a send into a dead
-# server would sit in urllib3's retries for minutes (harmless to training, but the outage would go unseen)
-_STALL_S = 5.0  # a send that has had no reply this long (urllib3 retrying a dead server) counts as an outage
 _MONITOR_STOP_S = 5.0  # end(): the longest wait for MLflow's system-metrics thread (its requests retry for minutes)
 
 
-class Tracker:
+class Tracker(_Shipper, _JournalKeeper):
     """One MLflow run (created, or resumed by id) fed from the run directory's metrics.jsonl.
 
     ``enabled=False`` (or ``cfg.tracking.enabled=False``) disables MLflow; the JSONL copy is still written
@@ -234,192 +222,6 @@ class Tracker:
         self.log_params(params)
         self.set_tags(tags)
         self.log_text(text, "config.yaml")
-
-    # ---------------------------------------------------------------------------------- shipper
-    def _wanted(self) -> bool:
-        """Operations are kept when they can reach MLflow now or later (a run, or a journal to sync)."""
-        return self.enabled and (self.run_id is not None or self.run_dir is not None)
-
-    def _queue(self, op: dict[str, Any]) -> None:
-        if not self._wanted():
-            return
-        with self._lock:
-            self._ops.append(op)
-        self._start_shipper()
-        self._wake.set()
-
-    def _metrics_path(self) -> Path | None:
-        if self.run_dir is not None:
-            return self.run_dir / METRICS_FILE
-        return self._scratch() / METRICS_FILE if self.run_id is not None else None
-
-    def _scratch(self) -> Path:
-        with self._scratch_lock:  # one directory: a second one would hide the caller's metrics from the shipper
-            if self._tmp is None:
-                self._tmp = Path(tempfile.mkdtemp(prefix="arvid-tracking-"))
-            return self._tmp
-
-    def _caught_up(self) -> bool:
-        path = self._metrics_path()
-        size = path.stat().st_size if path is not None and path.exists() else 0
-        with self._lock:
-            return not self._ops and self._state["sent_bytes"] >= size
-
-    def _start_shipper(self) -> None:
-        """Started on the first thing to send, and only for a run MLflow knows (by id)."""
-        if self._thread is not None or self.run_id is None or not self.enabled or self._stop.is_set():
-            return
-        self._thread = threading.Thread(target=self._ship_loop, name=f"mlflow-shipper-{self.run_id}", daemon=True)
-        self._thread.start()
-
-    def _stop_shipper(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._wake.set()
-            self._thread.join(timeout=5)
-
-    def _ship_loop(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(1.0)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self._ship_once()
-            except Exception as exc:  # noqa: BLE001 - the shipper must outlive any one failure
-                self._mark_down(exc)
-
-    def _ship_once(self) -> None:
-        now = time.monotonic()
-        if self._down_since is not None and now < self._next_probe:
-            return
-        if self._caught_up():
-            return  # nothing to send: no request, so an idle run never knocks
-        if self._down_since is not None or now - self._last_ok > _QUIET_S:
-            reason = reachable(self.uri, timeout=2.0)
-            if reason is not None:
-                self._mark_down(reason)
-                return
-        if self._down_since is not None:
-            self._mark_back()
-        if self._client is None:  # resumed by id while the server was away
-            from mlflow import MlflowClient
-
-            self._client = MlflowClient(tracking_uri=self.uri)
-        self._busy_since = time.monotonic()
-        try:
-            send_ops(self._client, self.run_id, self._ops, terminate=False)
-            path = self._metrics_path()
-            while path is not None:
-                offset, points = send_lines(self._client, self.run_id, path, self._state["sent_bytes"])
-                if offset == self._state["sent_bytes"]:
-                    break
-                if self._down_since is not None:  # a request that outlived an outage (urllib3's retries)
-                    self._mark_back()
-                with self._lock:
-                    self._state["sent_bytes"], self._state["sent_points"] = offset, self._state["sent_points"] + points
-                if self._catching_up:
-                    self._state["replayed_points"] += points
-                self._busy_since = time.monotonic()
-            if self._caught_up_metrics():
-                send_ops(self._client, self.run_id, self._ops, terminate=True)
-        finally:
-            self._busy_since = None
-        if self._down_since is not None:
-            self._mark_back()
-        self._mark_up()
-
-    def _caught_up_metrics(self) -> bool:
-        path = self._metrics_path()
-        return path is None or not path.exists() or self._state["sent_bytes"] >= path.stat().st_size
-
-    def _mark_down(self, why: Any) -> None:
-        now = time.monotonic()
-        self._next_probe = now + _PROBE_S
-        if self._down_since is not None:
-            return
-        self._down_since = now
-        self._state["outages"] += 1
-        where = self.remote_dir or self.run_dir or "memory"
-        log.warning("MLflow at %s is not answering (%s): training goes on; metrics are kept in %s and will "
-                    "be replayed into run %s when it answers again", self.uri, str(why).splitlines()[0][:300],
-                    where, self.run_id)
-        self._save_journal()
-
-    def _mark_back(self) -> None:
-        """The server answers again: what follows is the backlog (counted as replayed)."""
-        self._state["down_s"] += time.monotonic() - self._down_since
-        self._down_since = None
-        self._catching_up = True
-        log.warning("MLflow at %s answers again: replaying the backlog into run %s", mask_uri(self.uri), self.run_id)
-
-    def _mark_up(self) -> None:
-        self._last_ok = time.monotonic()
-        if self._catching_up and self._caught_up_metrics():
-            self._catching_up = False
-            log.warning("MLflow backlog replayed: %d points into run %s", self._state["replayed_points"], self.run_id)
-            self._save_journal()
-
-    # ---------------------------------------------------------------------------------- journal
-    def _offline(self, why: str, resume_id: str | None) -> None:
-        self.run_id = resume_id  # a known run is still the one to sync into later
-        self._client = None
-        self._state["outages"] += 1
-        where = f"; metrics are kept in {self.remote_dir or self.run_dir / METRICS_FILE}" if self.run_dir else ""
-        log.warning("%s — continuing without MLflow%s", why, where)
-        if self.run_dir is not None:
-            self._adopt_journal()
-            self._save_journal()
-        return None
-
-    def _adopt_journal(self) -> None:
-        """Continue the run directory's journal: what an earlier attempt of this run had acknowledged."""
-        if self.run_dir is None:
-            return
-        old = read_journal(self.run_dir)
-        path = self.run_dir / METRICS_FILE
-        size = path.stat().st_size if path.exists() else 0
-        if old.get("run_id") in (None, self.run_id):
-            self._state["sent_bytes"] = min(int(old.get("sent_bytes", 0)), size)
-            with self._lock:  # an earlier attempt's pending params/artifacts (not its terminate)
-                self._ops[:0] = [op for op in old.get("pending_ops", []) if op.get("op") not in ("terminate", "reopen")]
-            for key in ("outages", "replayed_points", "down_s"):
-                self._state[key] += old.get(key, 0)
-        else:  # lines of another run: not ours to send
-            self._state["sent_bytes"] = size
-        self._save_journal()
-
-    def _save_journal(self) -> None:
-        if self.run_dir is None:
-            return
-        path = self.run_dir / METRICS_FILE
-        with self._lock:
-            state = {**self._state, "run_id": self.run_id, "pending_ops": list(self._ops),
-                     "written_bytes": path.stat().st_size if path.exists() else 0, "updated": time.time()}
-        try:
-            write_journal(self.run_dir, state)
-            if self.remote_dir:
-                self._mirror()
-        except OSError as exc:
-            log.warning("could not write the tracking journal in %s: %s", self.run_dir, exc)
-
-    def _spool(self, uri: str) -> Path:
-        """A local directory standing in for a remote run directory (mirrored back by ``_mirror``)."""
-        from arvid_ray import storage
-
-        local = Path(tempfile.mkdtemp(prefix="arvid-run-"))
-        for name in (METRICS_FILE, JOURNAL_FILE):
-            src = storage.join(uri, name)
-            if storage.exists(src):
-                storage.download_file(src, str(local / name))
-        return local
-
-    def _mirror(self) -> None:
-        from arvid_ray import storage
-
-        for name in (METRICS_FILE, JOURNAL_FILE):
-            if (self.run_dir / name).exists():
-                storage.write_bytes(storage.join(self.remote_dir, name), (self.run_dir / name).read_bytes())
 
     # ---------------------------------------------------------------------------------- internals
     def _experiment_id(self) -> str:
