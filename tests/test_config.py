@@ -117,3 +117,11 @@ def test_a_negative_price_is_refused_even_when_the_peak_table_has_the_same_key()
         load_config(None, ["cost.price_per_hour={cpu: -1}"])
     with pytest.raises(ConfigError, match="cost table entry 'H100'"):
         load_config(None, ["cost.peak_tflops={H100: -1}"])
+
+
+def test_the_deprecated_report_interval_still_loads_and_says_what_replaced_it():
+    """train.report_interval_s is read by nothing since train.report_every replaced it: a config that sets it
+    loads (it stays a key) and a warning names the replacement."""
+    with pytest.warns(DeprecationWarning, match="train.report_every"):
+        cfg = ExperimentConfig().replace(**{"train.report_interval_s": 1.0})
+    assert cfg.train.report_interval_s == 1.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
@@ -51,11 +53,9 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Checkpoints kept by Ray Train."""
     report_interval_s: float = 5.0
-    """Least seconds between Ray Train reports that carry only metrics (checkpoints, validations and
-    the last step always report; MLflow and metrics.jsonl still get every train.log_every step).
-    Train V2's controller takes one report per 2 s poll and a worker blocks until then, so reporting
-    every few fast steps would stall training (experiments/benchmarks/RESULTS.md, "bench_train.py — after
-    removing two Ray Train stalls")."""
+    """Deprecated, read by nothing: train.report_every replaced it (reports are decided by step number, the
+    same on every rank). Kept so configs that set it still load; setting it warns. It stays in the run-name
+    hash, so removing it would rename every run."""
     num_workers: int = field(default=1, metadata=role(RESOURCE))
     """Ray Train workers (0 = run the loop in the calling process, no Ray)."""
     use_gpu: bool = False
@@ -97,6 +97,10 @@ class TrainConfig:
     report. Train V2 blocks a worker until the controller's 2 s poll takes each report."""
 
     def __post_init__(self) -> None:
+        if self.report_interval_s != 5.0:
+            warnings.warn("config field 'train.report_interval_s' is read by nothing (deprecated): set "
+                          "train.report_every (optimizer steps between metric-only Ray Train reports) instead",
+                          DeprecationWarning, stacklevel=2)
         _check_range("train.steps", self.steps, 1)
         _check_range("train.budget_gpu_hours", self.budget_gpu_hours, 0.0)
         _check_range("train.global_batch_size", self.global_batch_size, 1)
