@@ -17,9 +17,10 @@ N = eval.num_videos, with the long rollouts), and Fewer-Frames' drift at 4x leng
 computed from those numbers, whichever way they fall.
 
 Cost on one machine: training cost is accelerator-hours = cores x wall time, so a trial slowed by another
-job pays more. The CPU scale runs all trials three at a time on the 2-core machine (nine trials, three full
-waves), so every trial shares the machine the same way; the evaluations during training are Ray tasks of one
-CPU beside them (on a cluster they get resources of their own).
+job pays more. The CPU scale runs the trials three at a time on the 2-core machine, launched seed by seed
+(each wave is one seed's baseline, Fewer-Frames and full method side by side), so the rows compared within
+a seed shared the machine alike; the evaluations during training are Ray tasks of one CPU beside them (on a
+cluster they get resources of their own).
 """
 
 from __future__ import annotations

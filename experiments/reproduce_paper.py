@@ -393,6 +393,9 @@ def _main(argv: list[str] | None = None) -> int:
         return 2
     rows = [{**overrides, "experiment.seed": seed, "sweep_role": name} for name, overrides in chosen
             for seed in args.seeds]  # the control is evaluated inside each baseline trial, not trained again
+    if study:  # one seed's rows side by side: trials launch in this order, so each wave of the cost study
+        # trains every row at once and the rows share the machine alike (wall-clock cost, see cost_study.py)
+        rows = sorted(rows, key=lambda r: args.seeds.index(r["experiment.seed"]))
 
     from arvid_ray.sweep.startup import SweepStart, start_sweep
 
