@@ -10,7 +10,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parent.parent / "arvid_ray"
 
 # Modules allowed to import each framework (docs/design.md). Paths are relative module names.
-RAY_OK = {"ingest", "clips", "tokens", "data", "train.worker", "launch", "sweep.driver", "sweep.tuner", "searcher",
+RAY_OK = {"ingest.stage", "clips", "tokens", "data", "train.worker", "launch", "sweep.driver", "sweep.tuner", "searcher",
           "evaluate.run", "evaluate.during", "preflight", "console", "ray_session", "node_types"}  # console: quiets the frameworks' own logging where Ray starts
 MLFLOW_OK = {"tracking.tracker", "tracking.shipper", "tracking.journal", "tracking.server", "tracking.runs"}  # the tracking package
 OPTUNA_OK = {"searcher", "console"}

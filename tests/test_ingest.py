@@ -162,7 +162,7 @@ def test_no_val_hint_does_not_ask_for_a_value_already_set():
 
 
 def test_an_interrupted_reingest_leaves_the_previous_dataset(tmp_path, monkeypatch):
-    import arvid_ray.ingest as ingest_mod
+    import arvid_ray.ingest.driver as ingest_mod
 
     out = tmp_path / "out"
     (out / "videos.parquet").mkdir(parents=True)
