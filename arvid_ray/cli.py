@@ -304,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_interrupt) if main_thread else None  # SIGTERM = Ctrl+C
     try:
         return handler(args, cfg)
-    except CheckpointError as exc:  # deterministic: retrying the same file cannot help
-        print(f"arvid-ray {args.command}: error: {exc}. Way out: move that step_* directory aside to resume from "
-              f"the previous checkpoint, or start afresh with train.run_name=<new name>", file=sys.stderr)
+    except CheckpointError as exc:  # deterministic: retrying the same file cannot help (training or tokenizer)
+        way_out = f". Way out: {exc.way_out}" if exc.way_out else ""
+        print(f"arvid-ray {args.command}: error: {exc}{way_out}", file=sys.stderr)
         return 2
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"arvid-ray {args.command}: error: {exc}", file=sys.stderr)

@@ -200,3 +200,45 @@ def test_cli_sweep_smoke_test_dry_run_is_tune_windows(tmp_path, monkeypatch, cap
     assert "sweep: smoke under" in cli_out and "trials: 2 (1 sampled" in cli_out and "=> would launch" in cli_out
     assert cli_out.replace("arvid-ray sweep", "tune_window") == tw_out
     assert not (tmp_path / "m.db").exists() and not (tmp_path / "r" / "sweeps").exists()
+
+
+def test_a_tokenizer_and_a_training_checkpoint_refusal_are_one_class_and_one_clean_exit_2(tmp_path, capsys):
+    """Issue 25: two classes named CheckpointError (the CLI caught one). One class now: a bad tokenizer
+    file and a bad training checkpoint are both refused in one line with exit 2 (the training one with its
+    way out), both count as refusals of the sweep start-up, and the way out survives pickling (Ray)."""
+    import pickle
+
+    from arvid_ray.sweep.startup import refusals
+    from arvid_ray.tokenizer import checkpoint_format, pretrained
+    from arvid_ray.train import checkpoint as train_ckpt
+
+    assert train_ckpt.CheckpointError is checkpoint_format.CheckpointError is pretrained.CheckpointError
+    assert issubclass(train_ckpt.CheckpointError, ValueError) and issubclass(train_ckpt.CheckpointError, RuntimeError)
+
+    step = tmp_path / "run" / "checkpoints" / "step_0000002"
+    step.mkdir(parents=True)
+    cfg = ExperimentConfig().replace(**{"experiment.workdir": str(tmp_path / "w"), "tracking.enabled": False})
+    (step / "config.yaml").write_text(cfg.to_yaml())
+    (step / "model.pt").write_bytes(b"not a torch file")  # a truncated or foreign weights file
+    bad_tokenizer = tmp_path / "tokenizer.pt"
+    bad_tokenizer.write_bytes(b"not a torch file either")
+
+    with pytest.raises(train_ckpt.CheckpointError) as training:
+        train_ckpt.load_checkpoint(step)
+    with pytest.raises(train_ckpt.CheckpointError) as tokenizer:
+        pretrained.load_checkpoint(bad_tokenizer)
+    for refusal in (training.value, tokenizer.value):
+        assert isinstance(refusal, refusals())
+        again = pickle.loads(pickle.dumps(refusal))
+        assert type(again) is type(refusal) and str(again) == str(refusal) and again.way_out == refusal.way_out
+    assert training.value.way_out == train_ckpt.WAY_OUT and tokenizer.value.way_out == ""
+
+    assert main(["evaluate", str(step)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("arvid-ray evaluate: error: ")
+    assert str(step / "model.pt") in err and err.endswith(f"Way out: {train_ckpt.WAY_OUT}")
+
+    assert main(["evaluate", str(step), f"tokenizer.name={bad_tokenizer}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("arvid-ray evaluate: error: ")
+    assert str(bad_tokenizer) in err and "Way out" not in err  # no step_* advice for a tokenizer file

@@ -36,8 +36,19 @@ FORMAT = "arvid-ray-tokenizer"
 VERSION = 1
 
 
-class CheckpointError(ValueError):
-    """A tokenizer checkpoint cannot be used; the message names the file and the problem."""
+class CheckpointError(ValueError, RuntimeError):
+    """A checkpoint cannot be used — tokenizer weights read here, or a training checkpoint
+    (``arvid_ray.train.checkpoint``, which raises this same class): missing, unsafe or incompatible. The
+    message names the file and the problem; ``way_out`` (may be empty) is what an entry point prints after
+    it. The one class for both, so one ``except CheckpointError`` (the CLI, the sweep start-up) refuses
+    either in one line; a ValueError and a RuntimeError, as the two classes it replaces were."""
+
+    def __init__(self, message: str = "", way_out: str = ""):
+        super().__init__(message)
+        self.way_out = way_out
+
+    def __reduce__(self):  # keeps ``way_out`` through pickling (a Ray task or actor raising it)
+        return type(self), (str(self), self.way_out)
 
 
 def save_checkpoint(model: CausalVideoAutoencoder, path: str | Path, meta: dict[str, Any] | None = None,

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from arvid_ray.config import ConfigError, ExperimentConfig, load_config
+from arvid_ray.tokenizer.checkpoint_format import CheckpointError
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,15 @@ SHAPE_FIELDS = (
 )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unsafe or incompatible; the message says which and how to fix it."""
+WAY_OUT = ("move that step_* directory aside to resume from the previous checkpoint, or start afresh with "
+           "train.run_name=<new name>")
+
+
+def _refusal(message: str) -> CheckpointError:
+    """A training checkpoint is missing, unsafe or incompatible: the message says which and how to fix it,
+    ``WAY_OUT`` what to do about the checkpoint. ``CheckpointError`` is the tokenizer format's class (one
+    class for every checkpoint refusal)."""
+    return CheckpointError(message, way_out=WAY_OUT)
 
 
 @dataclass
@@ -213,13 +221,13 @@ def _safe_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(
+        raise _refusal(
             f"refusing to load checkpoint file {path}: it contains objects other than tensors and plain "
             f"containers (loading it could execute code). Re-save it from arvid-ray, or inspect it if you "
             f"trust its origin. Details: {str(exc).splitlines()[0]}"
         ) from exc
     except (RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"checkpoint file {path} is corrupt or truncated: {exc}") from exc
+        raise _refusal(f"checkpoint file {path} is corrupt or truncated: {exc}") from exc
 
 
 def check_compatible(saved: ExperimentConfig, current: ExperimentConfig, where: str = "checkpoint") -> None:
@@ -227,7 +235,7 @@ def check_compatible(saved: ExperimentConfig, current: ExperimentConfig, where: 
     a, b = saved.to_flat(), current.to_flat()
     for name in SHAPE_FIELDS:
         if a.get(name) != b.get(name):
-            raise CheckpointError(
+            raise _refusal(
                 f"{where} is incompatible with the current config: field '{name}' is {a.get(name)!r} in the "
                 f"checkpoint but {b.get(name)!r} now; set {name}={a.get(name)!r} or start a new run"
             )
@@ -252,13 +260,13 @@ def load_checkpoint(
     """
     directory = Path(directory)
     if not (directory / "model.pt").exists():
-        raise CheckpointError(
+        raise _refusal(
             f"{directory} is not an arvid-ray checkpoint (no model.pt); pass a step_* directory"
         )
     try:
         saved_cfg = load_config(directory / "config.yaml")
     except ConfigError as exc:
-        raise CheckpointError(f"checkpoint {directory} has an unreadable config.yaml: {exc}") from exc
+        raise _refusal(f"checkpoint {directory} has an unreadable config.yaml: {exc}") from exc
     if cfg is not None:
         check_compatible(saved_cfg, cfg, where=f"checkpoint {directory}")
     weights = _safe_load(directory / "model.pt")
