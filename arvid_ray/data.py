@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -163,33 +164,20 @@ def local_token_batches(cfg: ExperimentConfig, split: str, batch_size: int, seed
 
 def _local_decode_batches(cfg: ExperimentConfig, split: str, batch_size: int, rng: np.random.Generator,
                           tokenizer) -> Iterator[dict]:
-    import pyarrow.dataset as pads
     import torch
 
-    from arvid_ray import storage as st
-    from arvid_ray.video.decode import decode_clip
+    from arvid_ray.video.reader import iter_clips
 
     if tokenizer is None:
         from arvid_ray.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.tokenizer)
     d = cfg.data
-    filesystem, inner = st.resolve(videos_path(cfg), cfg.storage)
-    table = pads.dataset(inner, filesystem=filesystem, format="parquet").to_table(
-        filter=pads.field(S.SPLIT) == split, columns=[S.VIDEO, S.NUM_FRAMES, S.LABEL, S.CAPTION])
-    span = (d.num_frames - 1) * d.frame_stride + 1
-    nums = table.column(S.NUM_FRAMES).to_numpy()
-    order = [int(i) for i in rng.permutation(len(nums)) if nums[i] >= span]
-    train = split == d.train_split
-    for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        clips = []
-        for j in idx:
-            start = int(rng.integers(0, nums[j] - span + 1)) if train else 0
-            clips.append(decode_clip(table.column(S.VIDEO)[j].as_py(), start=start, num_frames=d.num_frames,
-                                     stride=d.frame_stride, size=d.resolution))
+    clips = iter_clips(videos_path(cfg), (split,), d.num_frames, d.resolution, storage=cfg.storage,
+                       stride=d.frame_stride, rng=rng, random_start=split == d.train_split)
+    while batch := list(itertools.islice(clips, batch_size)):
         with torch.no_grad():
-            tokens = tokenizer.encode(np.stack(clips))  # (B, t, h, w)
+            tokens = tokenizer.encode(np.stack([c.frames for c in batch]))  # (B, t, h, w)
         yield {"tokens": tokens.long().cpu(),
-               "label": torch.as_tensor(table.column(S.LABEL).to_numpy()[idx], dtype=torch.long),
-               "caption": [table.column(S.CAPTION)[j].as_py() for j in idx]}
+               "label": torch.as_tensor([c.label for c in batch], dtype=torch.long),
+               "caption": [c.caption for c in batch]}

@@ -1,8 +1,8 @@
 """Real reference clips and their cached features: what every generated video is compared with.
 
 Design trade-off: real reference clips come straight from ``render_video`` for the built-in synthetic
-dataset (which also gives ground-truth trajectories) and from videos.parquet otherwise (plain pyarrow +
-the shared decoder, no Ray: N is small and the stage must also run inside a Train worker). Their
+dataset (which also gives ground-truth trajectories) and from videos.parquet otherwise (the one plain clip
+reader, ``video/reader.py``: no Ray, N is small and the stage must also run inside a Train worker). Their
 features cost a second real pass per evaluation, so they are cached per (extractor sha, dataset, split,
 N, frames, resolution) on the node that computed them.
 """
@@ -63,25 +63,15 @@ def _synthetic_clips(cfg: ExperimentConfig, n: int, num_frames: int) -> RealClip
 
 
 def _parquet_clips(cfg: ExperimentConfig, n: int, num_frames: int) -> RealClips:
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+    from arvid_ray.video.reader import iter_clips
 
-    from arvid_ray import schemas
-    from arvid_ray import storage as st
-    from arvid_ray.storage import resolve_videos_path
-    from arvid_ray.video.decode import decode_clip
-
-    filesystem, inner = st.resolve(resolve_videos_path(cfg.data.source, cfg.storage), cfg.storage)
-    ds = pads.dataset(inner, filesystem=filesystem, format="parquet")
-    cols = [schemas.VIDEO, schemas.LABEL, schemas.CAPTION, schemas.NUM_FRAMES]
     frames, labels, captions = [], [], []
-    for split in (cfg.data.val_split, cfg.data.train_split):
-        table = ds.to_table(columns=cols, filter=(pc.field(schemas.SPLIT) == split)
-                            & (pc.field(schemas.NUM_FRAMES) >= num_frames))
-        for row in table.slice(0, n - len(frames)).to_pylist():
-            frames.append(decode_clip(row[schemas.VIDEO], start=0, num_frames=num_frames, size=cfg.data.resolution))
-            labels.append(row[schemas.LABEL])
-            captions.append(row[schemas.CAPTION] or "")
+    clips = iter_clips(cfg.data.source, (cfg.data.val_split, cfg.data.train_split), num_frames, cfg.data.resolution,
+                       storage=cfg.storage)
+    for clip in clips:
+        frames.append(clip.frames)
+        labels.append(clip.label)
+        captions.append(clip.caption)
         if len(frames) >= n:
             break
     if len(frames) < 2:

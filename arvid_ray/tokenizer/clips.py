@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arvid_ray.config import SynthConfig
+from arvid_ray.config import StorageConfig, SynthConfig
 
 __all__ = ["synthetic_clips", "parquet_clips", "sample_batch"]
 
@@ -38,19 +38,14 @@ def synthetic_clips(synth: SynthConfig, splits: tuple[str, ...], limit: int | No
 
 
 def parquet_clips(path: str | Path, splits: tuple[str, ...], num_frames: int, resolution: int,
-                  limit: int | None = None) -> np.ndarray:
-    """Decode the first ``num_frames`` frames of each video of ``splits`` in a videos.parquet → uint8 array."""
-    import pyarrow.parquet as pq
+                  limit: int | None = None, storage: StorageConfig | None = None) -> np.ndarray:
+    """The first ``num_frames`` frames of each video of ``splits`` in a videos.parquet (or an ingest output
+    directory; local or on object storage, read through ``arvid_ray.video.reader``) → uint8 array."""
+    from arvid_ray.video.reader import iter_clips
 
-    from arvid_ray import schemas
-    from arvid_ray.video.decode import decode_clip
-
-    table = pq.read_table(path, columns=[schemas.VIDEO, schemas.SPLIT, schemas.NUM_FRAMES])
     clips = []
-    for row in table.to_pylist():
-        if row[schemas.SPLIT] not in splits or row[schemas.NUM_FRAMES] < num_frames:
-            continue
-        clips.append(decode_clip(row[schemas.VIDEO], start=0, num_frames=num_frames, size=resolution))
+    for clip in iter_clips(str(path), splits, num_frames, resolution, storage=storage):
+        clips.append(clip.frames)
         if limit is not None and len(clips) >= limit:
             break
     if not clips:

@@ -178,7 +178,7 @@ def train_from_config(cfg: Any, out: str | Path) -> dict[str, Any]:
     def load(split: str) -> np.ndarray:
         if dc.source == "synthetic":
             return synthetic_clips(cfg.synth, (split,))
-        return parquet_clips(dc.source, (split,), dc.num_frames, dc.resolution)
+        return parquet_clips(dc.source, (split,), dc.num_frames, dc.resolution, storage=cfg.storage)
 
     train, val = load(dc.train_split), load(dc.val_split)[:64, : dc.num_frames]  # (N, T, H, W, 3)
     settings = TrainSettings(steps=tc.train_steps, lr=tc.train_lr, batch_size=tc.train_batch_size,
