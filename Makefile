@@ -14,7 +14,7 @@ LOCK_ARGS := pyproject.toml --extra dev --extra text --extra cluster --python-ve
 	--python-platform x86_64-manylinux_2_28 -o $(LOCK)
 LATEST ?= /tmp/arvid-ray-latest
 
-.PHONY: install demo test test-fast lint lock lock-upgrade check-latest
+.PHONY: install demo test test-fast test-integration test-e2e lint lock lock-upgrade check-latest
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,9 +30,19 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q --durations=30 tests
 
-# unit tests only (no Ray, no servers): a minute or two
+# the three folders of tests/ one at a time; `test` above runs all of them. Markers (`ray`, `server`, from
+# fixture use in tests/conftest.py; `slow`) still select across folders with -m.
+# unit tests only (tests/unit: no Ray, no servers, no whole CLI/script runs): under 2 minutes
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not ray and not slow and not server" tests
+	$(BIN)/python -m pytest -q tests/unit
+
+# the shared Ray instance and real servers (MLflow, S3, PostgreSQL)
+test-integration: install
+	$(BIN)/python -m pytest -q --durations=10 tests/integration
+
+# whole sweeps, CLI and script runs, the multi-node cluster, the browser
+test-e2e: install
+	$(BIN)/python -m pytest -q --durations=10 tests/e2e
 
 lint: install
 	$(BIN)/ruff check arvid_ray experiments tests
@@ -44,11 +54,10 @@ lock-upgrade: install
 	$(BIN)/uv pip compile --upgrade $(LOCK_ARGS)
 
 # pyproject's ranges without the lock, in a scratch venv: the fast unit tests and the searcher-pickle test
-# (test_searcher.py among them: it needs no Ray) there, then every version that differs from the lock (not in CI: it downloads the newest releases)
+# (tests/unit/test_searcher.py among them: it needs no Ray) there, then every version that differs from the lock (not in CI: it downloads the newest releases)
 check-latest:
 	rm -rf $(LATEST) && $(PY) -m venv $(LATEST)
 	$(LATEST)/bin/pip install -q --upgrade "pip>=24"
 	$(LATEST)/bin/pip install -q torch==2.13.0
 	$(LATEST)/bin/pip install -q -e ".[dev,text]"
-	rc=0; $(LATEST)/bin/python -m pytest -q -p no:cacheprovider -m "not ray and not slow and not server" \
-		tests || rc=$$?; $(LATEST)/bin/python tools/lock_diff.py $(LOCK); exit $$rc
+	rc=0; $(LATEST)/bin/python -m pytest -q -p no:cacheprovider tests/unit || rc=$$?; $(LATEST)/bin/python tools/lock_diff.py $(LOCK); exit $$rc

@@ -1,4 +1,9 @@
-"""Shared fixtures: one local Ray instance per session, and real servers on 127.0.0.1.
+"""Shared fixtures for tests/unit, tests/integration and tests/e2e: one local Ray instance per session, and
+real servers on 127.0.0.1.
+
+The folders: unit/ needs no Ray, no server process and no whole CLI/script run (`make test-fast`);
+integration/ uses the shared Ray instance or a server; e2e/ runs whole sweeps, CLIs and scripts, the
+multi-node cluster and the browser. Helpers shared across them live in tests/support/ (on sys.path here).
 
 Ray is started once with more logical CPUs than the 2 physical cores of CI so that a Tune driver,
 Train workers and Ray Data tasks never starve each other (see docs/ray_notes.md). Servers (MLflow, an
@@ -26,9 +31,10 @@ for _key, _value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY",
     os.environ.setdefault(_key, _value)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments" / "benchmarks"))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))  # tune_window, reproduce_paper
-from bench_tracking import MlflowServer, free_port, wait_http  # noqa: E402 - the one copy of the server helpers
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS.parent / "experiments"))  # tune_window, reproduce_paper
+sys.path.insert(0, str(TESTS / "support"))  # servers, browser, fake_cluster, video_fixtures, launch_cfg
+from servers import MlflowServer, free_port, wait_http  # noqa: E402 - the one copy of the server helpers
 
 __all__ = ["free_port", "wait_http"]
 
@@ -116,15 +122,26 @@ def artifacts_dir() -> Path:
 
 _RAY_FIXTURES = {"ray_session", "smoke_data"}
 _SERVER_FIXTURES = {"mlflow_server", "s3_server"}
+UNIT = TESTS / "unit"
 
 
 def pytest_collection_modifyitems(config, items):
     """Markers follow fixture use: a test that needs the shared Ray instance is `ray`, one that needs a
-    server process is `server`, so `make test-fast` (-m "not ray and not slow and not server") is unit
-    tests only."""
+    server process is `server`, so `-m` still selects by kind across the folders. A test under tests/unit
+    that needs either (directly or through another fixture) is a collection error: move it to
+    tests/integration (or tests/e2e), so `make test-fast` stays free of Ray and servers."""
+    misplaced = []
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         if names & _RAY_FIXTURES:
             item.add_marker(pytest.mark.ray)
         if names & _SERVER_FIXTURES:
             item.add_marker(pytest.mark.server)
+        if Path(str(item.fspath)).resolve().is_relative_to(UNIT):
+            needs = sorted(names & (_RAY_FIXTURES | _SERVER_FIXTURES))
+            marks = sorted(m for m in ("ray", "server", "slow") if item.get_closest_marker(m) is not None)
+            if needs or marks:
+                misplaced.append(f"{item.nodeid}: {', '.join(needs + [f'@{m}' for m in marks])}")
+    if misplaced:
+        raise pytest.UsageError("tests/unit must not use Ray, a server or be slow; move these to "
+                                "tests/integration or tests/e2e:\n  " + "\n  ".join(misplaced))

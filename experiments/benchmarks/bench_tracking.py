@@ -17,8 +17,9 @@
   server` on PostgreSQL (Debian's server, started here on 127.0.0.1 with initdb in a temp dir) and on
   sqlite: lost points and errors per backend, batches/s, ``RATIO load_postgres_over_sqlite_batches_per_s``.
 
-Also used by the tests (``train-run`` child mode, ``PostgresServer``, ``MlflowServer``, ``free_port``,
-``wait_http``: tests/conftest.py takes its server helpers from here).
+Also used by the tests (``train-run`` child mode, ``PostgresServer``, ``run_outage``, ``run_load``). The
+server helpers (``MlflowServer``, ``free_port``, ``wait_http``) live in tests/support/servers.py, shared with
+tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -28,65 +29,19 @@ import glob
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))
+from servers import MlflowServer, free_port, wait_http  # noqa: E402 - the one copy, shared with the tests
+
+__all__ = ["MlflowServer", "PostgresServer", "free_port", "wait_http"]
+
 EXPERIMENT = "bench-tracking"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Until ``url`` answers below 500; fails at once when ``proc`` (the server) exits."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server for {url} exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status < 500:
-                    return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
-
-
-class MlflowServer:
-    """A real `mlflow server` on a fixed port and backend, so it can be killed and come back as itself."""
-
-    def __init__(self, root: Path, backend: str | None = None, workers: int = 1):
-        self.root, self.port, self.workers = Path(root), free_port(), workers
-        self.backend = backend or f"sqlite:///{self.root / 'mlflow.db'}"
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> MlflowServer:
-        self.root.mkdir(parents=True, exist_ok=True)
-        log = open(self.root / "mlflow-server.log", "a")  # noqa: SIM115 - owned by the child
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--backend-store-uri", self.backend, "--artifacts-destination", str(self.root / "artifacts"),
-             "--workers", str(self.workers)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_http(self.uri + "/health", self.proc)
-        return self
-
-    def kill(self) -> None:
-        """A crash, not a shutdown: the whole process group (gunicorn/uvicorn workers too) gets SIGKILL."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait()
 
 
 def _pg_bin(name: str) -> str:
@@ -163,7 +118,7 @@ class PostgresServer:
 
 # ------------------------------------------------------------------------------------------ outage
 def _pattern_batches(epoch: int, batch_size: int = 4, n_batches: int = 8):
-    """Class-conditioned token grids [B, 3, 4, 4] a debug model can fit (as tests/test_train_loop.py)."""
+    """Class-conditioned token grids [B, 3, 4, 4] a debug model can fit (as tests/unit/test_train_loop.py)."""
     import torch
 
     g = torch.Generator().manual_seed(1000 + epoch)
