@@ -144,7 +144,7 @@ def parallelize(loss: LossModule, cfg: ExperimentConfig, device: torch.device | 
 
     # buffers (rotary tables) are deterministic: no broadcast before every forward. forward_sync_buffers
     # replaced broadcast_buffers (deprecated) in the torch this project pins (pyproject: torch>=2.13,<2.14;
-    # tests/test_parallel.py checks the pin and the keyword); an older torch would reject it at this line
+    # tests/unit/test_parallel.py checks the pin and the keyword); an older torch would reject it at this line
     return DDP(loss, device_ids=[device.index] if device.type == "cuda" else None, forward_sync_buffers=False)
 
 
