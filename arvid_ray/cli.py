@@ -305,10 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args, cfg)
     except CheckpointError as exc:  # deterministic: retrying the same file cannot help (training or tokenizer)
-        way_out = f". Way out: {exc.way_out}" if exc.way_out else ""
+        exc = getattr(exc, "cause", None) or exc  # raised in a Ray task: its own message, not the task's traceback
+        way_out = f". Way out: {exc.way_out}" if getattr(exc, "way_out", None) else ""
         print(f"arvid-ray {args.command}: error: {exc}{way_out}", file=sys.stderr)
         return 2
     except (ConfigError, FileNotFoundError, ValueError) as exc:
+        exc = getattr(exc, "cause", None) or exc
         print(f"arvid-ray {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

@@ -440,7 +440,7 @@ def _table_from_run(args, cfg, argv, study=None) -> int:
         return 2
     trials = [TrialSummary(trial_id=r.info.run_name or r.info.run_id, role=r.data.tags.get("arvid.role", "?"),
                            status="ERROR" if r.info.status == "FAILED" else "TERMINATED", params=r.data.params,
-                           metrics=dict(r.data.metrics)) for r in children]
+                           metrics=_with_last_step(uri, r)) for r in children]
     flat = cfg.to_flat()
     for key in ("model.preset", "data.resolution", "data.num_frames", "train.steps", "train.global_batch_size",
                 "eval.num_videos"):
@@ -472,6 +472,14 @@ def _table_from_run(args, cfg, argv, study=None) -> int:
         print(f"RATIO {key} {value:.3f}")
     print(f"table written to {out}")
     return 0
+
+
+def _with_last_step(uri: str, run) -> dict:
+    """A child run's metrics plus ``step``: its last logged step (what a live run's final result carries)."""
+    from arvid_ray.tracking.runs import client
+
+    history = client(uri).get_metric_history(run.info.run_id, "cost/gpu_hours")
+    return {**run.data.metrics, **({"step": float(max(m.step for m in history))} if history else {})}
 
 
 def _log_table(result, path: Path, command: str, plot: Path | None = None) -> None:
