@@ -24,23 +24,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-CLUSTER = ROOT / "cluster"
-CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"
-LAUNCHERS = ["aws.yaml", "gcp.yaml"]
-KUBERAY = {"raycluster.yaml": "ray.io_rayclusters.yaml", "rayjob.yaml": "ray.io_rayjobs.yaml"}
-ENTRY = "experiments/tune_window.py"
-IMAGE_ROOT = "/home/ray/arvid-ray/"  # where cluster/Dockerfile puts the repository
-K8S_METADATA = {"name", "namespace", "labels", "annotations", "generateName"}
-
-
-def _load(path: Path):
-    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-
-
-def _commands(cfg: dict, key: str) -> str:
-    return "\n".join(cfg.get(key, []))
+from cluster_shared import (
+    CLUSTER,
+    DATASET_CONFIGS,
+    ENTRY,
+    IMAGE_ROOT,
+    ROOT,
+    _commands,
+    _load,
+)
 
 
 # --------------------------------------------------------------- the head's MLflow command, for real
@@ -150,10 +142,6 @@ def _wait_ok(url: str, log: Path, timeout: float = 180.0) -> None:
         except OSError:
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer within {timeout}s; server log:\n{log.read_text()[-3000:]}")
-
-
-# --------------------------------------------------------------- the documented commands, dry run
-DATASET_CONFIGS = ["ucf101", "taichi", "sky_timelapse", "ffs", "t2v_captions", "paper_B"]
 
 
 def _readme_submit_argv() -> list[str]:

@@ -6,15 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from arvid_ray.config import ExperimentConfig
-
-
-def _cfg(tmp_path, **over):
-    base = {"experiment.workdir": str(tmp_path / "wd"), "tokenizer.name": "fsq", "eval.num_videos": 4,
-            "eval.batch_size": 4, "eval.num_sample_videos": 2, "eval.drift_multipliers": [2],
-            "synth.num_videos": 48, "tracking.enabled": False}
-    return ExperimentConfig().replace(**{**base, **over})
+from evaluate_shared import _cfg
 
 
 @pytest.mark.ray

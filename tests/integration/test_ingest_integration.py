@@ -8,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from ingest_shared import _cfg
 from video_fixtures import make_video, write_mixed_folder
 
 from arvid_ray import schemas as S
-from arvid_ray.config import ExperimentConfig
 from arvid_ray.ingest import ingest, video_id_of
-
-
-def _cfg(**flat) -> ExperimentConfig:
-    return ExperimentConfig.from_flat({"data.decode_cpus": 0.5, **flat})
 
 
 @pytest.mark.ray

@@ -11,13 +11,9 @@ import sys
 
 import pytest
 from launch_cfg import launch_cfg as _cfg  # tests/support
+from quality_during_shared import PRUNE, QUALITY, _history
 
 from arvid_ray.config import ExperimentConfig
-
-# 17 frames: the quality extractor needs clips of >= 16 frames (5 latent frames of 4x4 tokens at 32 px)
-QUALITY = {"eval.quality_every": 2, "eval.quality_videos": 4, "eval.trajectory_videos": 2, "eval.batch_size": 4,
-           "train.final_eval": False, "train.num_workers": 1, "train.steps": 4, "train.ckpt_every": 2,
-           "train.global_batch_size": 4, "data.num_frames": 17, "synth.num_frames": 17}
 
 
 def _datasets(n_train: int = 16, n_val: int = 4):
@@ -33,10 +29,6 @@ def _datasets(n_train: int = 16, n_val: int = 4):
                  "caption": f"clip {k}", "video_id": f"v{k}", "clip_start": 0} for k, y in enumerate(labels)]
 
     return {"train": ray.data.from_items(rows(n_train, 0)), "val": ray.data.from_items(rows(n_val, 1))}
-
-
-def _history(client, run_id: str, key: str) -> dict[int, float]:
-    return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
 
 @pytest.mark.ray
@@ -109,12 +101,6 @@ def test_in_process_training_evaluates_in_line(tmp_path):
     assert sorted(_history(client, result.mlflow_run_id, "quality/fd_synthc3d")) == [2, 4]
     # a CPU run says what its cost/gpu_hours counts
     assert client.get_run(result.mlflow_run_id).data.tags["arvid.cost_unit"].startswith("CPU core-hours")
-
-
-# ---- the sweep prunes on the quality during training (sweep.prune_on=quality, issue 26 item 4) ---------------
-PRUNE = {"sweep.mode": "single", "sweep.prune_on": "quality", "sweep.metric": "eval/fd_synthc3d",
-         "sweep.search_space": {"objective.window_frames": {"type": "int", "low": 1, "high": 4}},
-         "eval.quality_every": 100, "train.ckpt_every": 50, "train.steps": 400, "sweep.asha_grace_steps": 50}
 
 
 def _fake_evaluation(cfg, uri, step, cost, run_id):

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from sampling_shared import _model
 
-from arvid_ray.config import ModelConfig, SamplingConfig
-from arvid_ray.model import build_model
+from arvid_ray.config import SamplingConfig
 from arvid_ray.sampling import generate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-VOCAB, SHAPE = 24, (3, 2, 2)  # trained on 3 latent frames of 2 x 2 tokens
-
-
-def _model(**kw):
-    torch.manual_seed(0)
-    model = build_model(ModelConfig(**{"cfg_dropout": 0.1, **kw}), VOCAB, SHAPE)
-    with torch.no_grad():  # a sharper random model so greedy choices are not near-ties
-        model.head.weight.mul_(20)
-    return model.eval()
 
 
 @pytest.mark.slow  # ~15-30 s: inductor compiles the step on CPU

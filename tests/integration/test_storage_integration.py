@@ -11,7 +11,6 @@ import pytest
 from arvid_ray import storage as st
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.preflight import (
-    NodeType,
     PreflightError,
     check_inputs,
 )
@@ -98,10 +97,6 @@ def test_preflight_refuses_driver_local_inputs_with_a_remote_root(s3_server, tmp
         check_inputs(cfg.replace(**{"tokenizer.name": "builtin", "storage.root": "s3://nobucket/x"}))
     with pytest.raises(PreflightError, match="eval.i3d_path"):
         check_inputs(cfg.replace(**{"tokenizer.name": "builtin", "eval.extractor": "i3d"}))
-
-
-HEAD = NodeType("head", {"CPU": 4.0, "arvid_driver": 100.0}, 1)
-GPU8 = NodeType("gpu", {"CPU": 96.0, "GPU": 8.0, "accelerator_type:H100": 1.0}, 4)
 
 
 # ------------------------------------------------------------------------------------ regression

@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
+from tracking_shared import _cfg
+
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.tracking import Tracker, end_run, read_metrics_jsonl
-
-
-def _cfg(uri: str | None, **extra) -> ExperimentConfig:
-    return ExperimentConfig().replace(
-        **{
-            "tracking.uri": uri,
-            "experiment.name": "arvid-tracking-test",
-            "tracking.system_metrics": False,
-            **extra,
-        }
-    )
 
 
 def test_run_has_params_metrics_and_config_artifact(mlflow_server, tmp_path):

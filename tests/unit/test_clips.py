@@ -9,22 +9,11 @@ import logging
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from clips_shared import _rows, _write
 from pyarrow import fs as pafs
 
 from arvid_ray import schemas as S
 from arvid_ray.clips import _read_unit, plan_units
-
-
-def _rows(n: int, start: int, splits: list[str], video: bytes = b"") -> pa.Table:
-    return pa.Table.from_pylist([
-        {S.VIDEO_ID: f"v{start + i}", S.SOURCE_URI: f"mem://{start + i}", S.VIDEO: video, S.NUM_FRAMES: 9,
-         S.FPS: 8.0, S.WIDTH: 16, S.HEIGHT: 16, S.LABEL: start + i, S.CAPTION: "", S.SPLIT: splits[(start + i) % len(splits)],
-         S.SEGMENT_START: 0} for i in range(n)], schema=S.VIDEOS_SCHEMA)
-
-
-def _write(path, n: int, start: int, row_group: int, splits: list[str], video: bytes = b"") -> str:
-    pq.write_table(_rows(n, start, splits, video), path, row_group_size=row_group)
-    return str(path)
 
 
 def _read_all(paths: list[str], split: str | None, rows: int) -> tuple[list[int], list[int]]:

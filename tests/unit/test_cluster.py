@@ -22,19 +22,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-CLUSTER = ROOT / "cluster"
-CRDS = Path(__file__).resolve().parents[1] / "data" / "crds"
-LAUNCHERS = ["aws.yaml", "gcp.yaml"]
-KUBERAY = {"raycluster.yaml": "ray.io_rayclusters.yaml", "rayjob.yaml": "ray.io_rayjobs.yaml"}
-ENTRY = "experiments/tune_window.py"
-IMAGE_ROOT = "/home/ray/arvid-ray/"  # where cluster/Dockerfile puts the repository
-K8S_METADATA = {"name", "namespace", "labels", "annotations", "generateName"}
-
-
-def _load(path: Path):
-    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+from cluster_shared import (
+    CLUSTER,
+    CRDS,
+    ENTRY,
+    IMAGE_ROOT,
+    K8S_METADATA,
+    KUBERAY,
+    LAUNCHERS,
+    ROOT,
+    _commands,
+    _load,
+)
 
 
 def _ray_schema() -> dict:
@@ -116,10 +115,6 @@ def _kuberay_problems(manifest: dict, crd: str) -> list[str]:
     problems += unknown_keys({k: v for k, v in manifest.items() if k != "metadata"}, schema)
     problems += [f".metadata.{k}" for k in manifest.get("metadata", {}) if k not in K8S_METADATA]
     return problems
-
-
-def _commands(cfg: dict, key: str) -> str:
-    return "\n".join(cfg.get(key, []))
 
 
 # ------------------------------------------------------------------------------------- launcher
@@ -448,10 +443,6 @@ def test_kuberay_without_a_readable_raycluster_warns_and_leaves_it_to_the_autosc
     assert preflight.driver_resources(cfg, live) == {"node:__internal_head__": 0.001}
     with pytest.raises(preflight.PreflightError, match="no node type of this cluster has a GPU"):
         preflight.check_resources(cfg, [preflight.NodeType("local", {"CPU": 4.0}, 1, static=True)])
-
-
-# --------------------------------------------------------------- the documented commands, dry run
-DATASET_CONFIGS = ["ucf101", "taichi", "sky_timelapse", "ffs", "t2v_captions", "paper_B"]
 
 
 # --------------------------------------------------------------- identity, registry, CUDA, scheduling

@@ -6,18 +6,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from evaluate_shared import _cfg
 
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.evaluate import evaluate_videos, metric_names, real_clips, real_features, segment_starts
 from arvid_ray.metrics.extractors import SynthC3DExtractor
 from arvid_ray.report import drift_plot, markdown_table, pareto_plot, sweep_report
-
-
-def _cfg(tmp_path, **over):
-    base = {"experiment.workdir": str(tmp_path / "wd"), "tokenizer.name": "fsq", "eval.num_videos": 4,
-            "eval.batch_size": 4, "eval.num_sample_videos": 2, "eval.drift_multipliers": [2],
-            "synth.num_videos": 48, "tracking.enabled": False}
-    return ExperimentConfig().replace(**{**base, **over})
 
 
 def test_metric_names_never_call_a_proxy_fvd():

@@ -8,16 +8,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from ingest_shared import _cfg
 from video_fixtures import make_video
 
 from arvid_ray import schemas as S
-from arvid_ray.config import ExperimentConfig
 from arvid_ray.ingest import _Input, ingest, list_inputs, process_input, video_id_of
 from arvid_ray.video.decode import decode_clip
-
-
-def _cfg(**flat) -> ExperimentConfig:
-    return ExperimentConfig.from_flat({"data.decode_cpus": 0.5, **flat})
 
 
 def test_manifest_csv_and_jsonl(tmp_path):

@@ -7,6 +7,7 @@ the sweep's own input preparation with the storage root on that server.
 from __future__ import annotations
 
 import pytest
+from storage_shared import GPU8, HEAD
 
 from arvid_ray import storage as st
 from arvid_ray.config import ExperimentConfig
@@ -88,10 +89,6 @@ def test_preflight_refuses_an_mlflow_directory_store_naming_the_field_and_the_fi
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     for uri in (None, f"sqlite:///{tmp_path}/m.db", "http://127.0.0.1:5000", "postgresql://u@127.0.0.1/db"):
         check_inputs(cfg.replace(**{"tracking.uri": uri}))
-
-
-HEAD = NodeType("head", {"CPU": 4.0, "arvid_driver": 100.0}, 1)
-GPU8 = NodeType("gpu", {"CPU": 96.0, "GPU": 8.0, "accelerator_type:H100": 1.0}, 4)
 
 
 def test_resources_from_declared_node_types_not_current_nodes():

@@ -6,20 +6,10 @@ import logging
 import time
 
 import pytest
+from tracking_shared import _cfg
 
 from arvid_ray.config import ExperimentConfig
 from arvid_ray.tracking import Tracker, read_metrics_jsonl, resolve_tracking_uri
-
-
-def _cfg(uri: str | None, **extra) -> ExperimentConfig:
-    return ExperimentConfig().replace(
-        **{
-            "tracking.uri": uri,
-            "experiment.name": "arvid-tracking-test",
-            "tracking.system_metrics": False,
-            **extra,
-        }
-    )
 
 
 def test_unreachable_server_warns_and_keeps_metrics_locally(tmp_path, caplog):

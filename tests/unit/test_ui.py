@@ -12,11 +12,8 @@ import logging
 import logging.config
 import math
 import os
-from pathlib import Path
 
 from arvid_ray.config import ExperimentConfig, load_config
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 # ------------------------------------------------------------------------------------------- chart
@@ -116,26 +113,6 @@ def test_quiet_console_settings_and_worker_runtime_env(monkeypatch):
     assert env["worker_process_setup_hook"] == console.HOOK and env["working_dir"] == "."
     assert env["env_vars"] == {"A": "1", console.VERBOSE_ENV: "0", "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
     assert "RAY_DATA_DISABLE_PROGRESS_BARS" not in console.runtime_env(True)["env_vars"]
-
-
-_DRIVER = """
-import sys, time, ray
-from arvid_ray import console
-verbose = sys.argv[1] == "1"
-console.setup(verbose)
-ray.init(runtime_env=console.runtime_env(verbose, {"env_vars": {"PYTHONPATH": %r}}))
-import ray.data
-def slow(b):
-    time.sleep(0.3)
-    return b
-ray.data.range(64, override_num_blocks=8).map_batches(slow).materialize()   # consumed by this driver
-@ray.remote
-def in_worker():  # consumed inside a worker (as a Tune trial or Train worker does)
-    import os, ray.data
-    n = ray.data.range(64, override_num_blocks=8).map_batches(slow).count()
-    return n, os.environ.get("RAY_ADDRESS") == ray.get_runtime_context().gcs_address
-print("\\ncount, address pinned " + " ".join(map(str, ray.get(in_worker.remote()))), flush=True)  # one write
-"""
 
 
 # ------------------------------------------------------------------------------ validation split
