@@ -90,11 +90,6 @@ def curves_by_row(uri: str, parent_run_id: str, key: str):
     return parent, {name: align_final(out[name]) for name, _ in ROWS if name in out}
 
 
-def _mean(values) -> float:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.fmean(vals) if vals else math.nan
-
-
 def _judge(values, reference, what: str, unit: str = "") -> str:
     diff, spread, word = compare_seeds(values, reference)
     if not math.isfinite(diff):
@@ -155,14 +150,14 @@ def verdicts(metric, curves, target: float, rows) -> list[str]:
         said = {"worse": "drifts more than the baseline, beyond the seed spread",
                 "better": "drifts less than the baseline, beyond the seed spread",
                 "within": "within the seed spread of the baseline", "one seed": "one seed: no spread"}[word]
-        out.append(f"- (2b) Fewer-Frames {what}: {_mean(f):.4g} vs baseline {_mean(b):.4g} ({diff:+.3g}"
+        out.append(f"- (2b) Fewer-Frames {what}: {rp._mean(f):.4g} vs baseline {rp._mean(b):.4g} ({diff:+.3g}"
                    + (f", spread ±{spread:.2g}" if math.isfinite(spread) else "") + f") → {said}.")
     return out
 
 
 def ratio_values(metric, rows) -> dict[str, float]:
     """RATIO lines besides ``cost_to_target_*``: steps bought by the same budget, and quality and drift at its end."""
-    over = lambda row, key: _mean(metric(row, key)) / _mean(metric(BASELINE, key))  # noqa: E731
+    over = lambda row, key: rp._mean(metric(row, key)) / rp._mean(metric(BASELINE, key))  # noqa: E731
     return {"full_method_steps_over_baseline": over(FULL, "step"),
             "fewer_frames_steps_over_baseline": over(FEWER, "step"),
             "full_method_cost_over_baseline": over(FULL, "cost/gpu_hours"),

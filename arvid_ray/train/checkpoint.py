@@ -103,6 +103,12 @@ def checkpoint_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step of a checkpoint directory named by :func:`checkpoint_name` (local path or URI), else None."""
+    match = re.fullmatch(r"step_(\d{7})", Path(str(path).rstrip("/")).name)
+    return int(match.group(1)) if match else None
+
+
 def latest_checkpoint(root: str | Path) -> Path | None:
     """The ``step_*`` directory with the highest step under ``root`` (None if there is none)."""
     root = Path(root)
@@ -111,9 +117,9 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     found = [
         p
         for p in root.iterdir()
-        if p.is_dir() and re.fullmatch(r"step_\d{7}", p.name) and (p / "model.pt").exists()
+        if p.is_dir() and checkpoint_step(p) is not None and (p / "model.pt").exists()
     ]
-    return max(found, key=lambda p: int(p.name[5:]), default=None)
+    return max(found, key=checkpoint_step, default=None)
 
 
 # ---------------------------------------------------------------------------------------- RNG

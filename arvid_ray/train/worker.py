@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -172,9 +171,9 @@ def train_worker(config: dict[str, Any]) -> None:
     quality = None  # evaluations during training (eval.quality_every), submitted by rank 0
     if rank == 0 and config.get("quality_watch") is not None:
         quality = config["quality_watch"](cfg, tracker.run_id if tracker is not None else None, tracker)
-        resumed = re.fullmatch(r"step_(\d+)", Path(str(source)).name) if restore is not None else None
-        if resumed:  # the evaluations the previous attempt's rank 0 took down with it
-            quality.recover(int(resumed.group(1)))
+        resumed = ckpt.checkpoint_step(source) if restore is not None else None
+        if resumed is not None:  # the evaluations the previous attempt's rank 0 took down with it
+            quality.recover(resumed)
     try:
         result = train_loop(
             cfg,

@@ -140,3 +140,11 @@ def test_rng_restore_takes_only_the_gpus_this_process_can_see(monkeypatch):
     monkeypatch.setattr(torch.cuda.random, "set_rng_state", set_rng_state)  # what set_rng_state_all calls
     restore_rng(state)
     assert restored == [(0, 1)]
+
+
+def test_checkpoint_step_reads_the_directory_name_locally_and_in_uris():
+    from arvid_ray.train.checkpoint import checkpoint_name, checkpoint_step
+
+    assert checkpoint_step(f"/runs/r/{checkpoint_name(350)}") == 350
+    assert checkpoint_step(f"s3://bucket/runs/r/{checkpoint_name(100)}/") == 100
+    assert checkpoint_step("/runs/r/step_12") is None and checkpoint_step("/runs/r/model.pt") is None
